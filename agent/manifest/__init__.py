@@ -1,0 +1,1 @@
+"""Config and manifest schemas, YAML loading with line numbers, path resolution."""

@@ -1,0 +1,69 @@
+"""config.yaml: who this device is, where its broker, manifest and directories are."""
+
+from __future__ import annotations
+
+from typing import List, Literal, Optional
+
+from pydantic import Field
+
+from agent.manifest.models import StrictModel
+
+# Device ids become MQTT topic levels and ACL usernames: no wildcards, no slashes
+# (older Mosquitto let a client named '#' bypass pattern ACLs).
+DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class TlsConfig(StrictModel):
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    insecure: bool = Field(False, description="skip hostname verification (testing only)")
+
+
+class MqttConfig(StrictModel):
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("edge", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    client_id: Optional[str] = Field(None, max_length=128, description="default: edge-agent-<device_id>")
+    username: Optional[str] = Field(None, max_length=256)
+    password_file: Optional[str] = Field(
+        None, description="file with the password; a bare name is looked up in $CREDENTIALS_DIRECTORY first"
+    )
+    tls: Optional[TlsConfig] = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(60.0, gt=0, le=86400)
+
+
+class SpoolConfig(StrictModel):
+    max_bytes: int = Field(256 << 20, ge=1 << 16, description="cap on the on-disk result spool")
+    max_messages: int = Field(1_000_000, ge=10)
+
+
+class FleetConfig(StrictModel):
+    public_keys: List[str] = Field(default_factory=list, description="Ed25519 public keys: PEM files or base64")
+    require_signature: bool = True
+    allowed_model_dirs: List[str] = Field(default_factory=list, description="default: the manifest's directory")
+    grace_period_s: float = Field(30.0, ge=0, le=3600, description="new pipelines must stay healthy this long")
+
+
+class PrometheusConfig(StrictModel):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=1, le=65535)
+
+
+class AgentConfig(StrictModel):
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    manifest: str = Field(min_length=1, description="path, relative to config.yaml")
+    cache_dir: str = "var/cache"
+    state_dir: str = "var/state"
+    groups: List[str] = Field(default_factory=list)
+    health_interval: float = Field(10.0, ge=0.1, le=86400)
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_format: Literal["kv", "json"] = "kv"
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)

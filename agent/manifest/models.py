@@ -1,0 +1,291 @@
+"""The model manifest: the only schema for models and pipelines.
+
+Field types use ``typing`` generics (not ``list[...]``) because pydantic evaluates
+annotations at run time and the agent must run on Python 3.8 (JetPack 5).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_DLA_TARGET = re.compile(r"^dla:(0|1|all)$")
+
+Precision = Literal["fp32", "fp16", "int8"]
+Backend = Literal["paddle", "tensorrt"]
+PRECISION_ORDER: Tuple[str, ...] = ("int8", "fp16", "fp32")
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors everywhere: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Shape = List[int]
+
+
+class InputSpec(StrictModel):
+    """One model input: a fixed ``shape`` or a dynamic ``min``/``opt``/``max`` range."""
+
+    name: str = Field(min_length=1, max_length=256)
+    shape: Optional[Shape] = None
+    min: Optional[Shape] = None
+    opt: Optional[Shape] = None
+    max: Optional[Shape] = None
+    dtype: Literal["float32", "float16", "uint8", "int32", "int64"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InputSpec:
+        dynamic = (self.min, self.opt, self.max)
+        if self.shape is not None:
+            if any(d is not None for d in dynamic):
+                raise ValueError("give either 'shape' or 'min'/'opt'/'max', not both")
+            _check_dims(self.shape, "shape")
+            return self
+        if any(d is None for d in dynamic):
+            raise ValueError("give a fixed 'shape', or all three of 'min', 'opt' and 'max'")
+        lo, mid, hi = dynamic
+        assert lo is not None and mid is not None and hi is not None
+        for label, dims in (("min", lo), ("opt", mid), ("max", hi)):
+            _check_dims(dims, label)
+        if not len(lo) == len(mid) == len(hi):
+            raise ValueError("'min', 'opt' and 'max' must have the same rank")
+        if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
+            raise ValueError(f"need min <= opt <= max in every dimension (got {lo}, {mid}, {hi})")
+        return self
+
+    @property
+    def dynamic(self) -> bool:
+        return self.shape is None
+
+    def shapes(self) -> Tuple[Shape, Shape, Shape]:
+        """(min, opt, max); all equal for a fixed shape."""
+        if self.shape is not None:
+            return self.shape, self.shape, self.shape
+        assert self.min is not None and self.opt is not None and self.max is not None
+        return self.min, self.opt, self.max
+
+
+def _check_dims(dims: Shape, label: str) -> None:
+    if not 1 <= len(dims) <= 8:
+        raise ValueError(f"'{label}' must have 1 to 8 dimensions (got {len(dims)})")
+    if any(d < 1 or d > 1 << 16 for d in dims):
+        raise ValueError(f"'{label}' dimensions must be between 1 and 65536 (got {dims})")
+
+
+class TensorRTOptions(StrictModel):
+    """Every parameter of Paddle's ``enable_tensorrt_engine`` plus TensorRT builder options."""
+
+    workspace_size: int = Field(1 << 30, ge=1 << 20, le=1 << 36, description="bytes")
+    max_batch_size: int = Field(1, ge=1, le=1024)
+    min_subgraph_size: int = Field(3, ge=1, le=10000)
+    use_static: bool = True
+    # None = decided from precision and calibration: int8 + calibration images -> True.
+    use_calib_mode: Optional[bool] = None
+    disabled_ops: List[str] = Field(default_factory=list)
+    optimization_level: Optional[int] = Field(None, ge=0, le=5)
+    dla_gpu_fallback: bool = True
+    timing_cache: bool = True
+
+
+class CpuOptions(StrictModel):
+    threads: int = Field(2, ge=1, le=256)
+    mkldnn: bool = True
+
+
+class CalibrationSpec(StrictModel):
+    """INT8 post-training calibration images, fed through the model's own preprocessing."""
+
+    images: str = Field(min_length=1, description="glob, directory or file, relative to the manifest")
+    count: int = Field(100, ge=1, le=100000)
+    batch_size: int = Field(1, ge=1, le=256)
+
+
+class ValidationSpec(StrictModel):
+    """The accuracy gate: an optimized engine must match a full-precision reference on golden inputs."""
+
+    inputs: str = Field(min_length=1, description="glob, directory or file of golden images")
+    metric: Literal["max_abs", "cosine", "top1", "box_iou"] = "cosine"
+    tolerance: Dict[Precision, float] = Field(default_factory=dict)
+    count: int = Field(16, ge=1, le=10000)
+
+
+class PreprocessSpec(StrictModel):
+    resize: Optional[Tuple[int, int]] = Field(None, description="[width, height]")
+    keep_aspect: bool = False
+    pad_value: int = Field(114, ge=0, le=255)
+    color: Literal["rgb", "bgr", "gray"] = "rgb"
+    scale: float = 1.0 / 255.0
+    mean: List[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: List[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    input: Optional[str] = Field(None, description="input tensor name; default: the first input")
+    # Extra inputs some detectors need (PaddleDetection: im_shape, scale_factor).
+    extra_inputs: Dict[str, Literal["im_shape", "scale_factor"]] = Field(default_factory=dict)
+
+    @field_validator("resize")
+    @classmethod
+    def _positive(cls, v: Optional[Tuple[int, int]]) -> Optional[Tuple[int, int]]:
+        if v is not None and not (0 < v[0] <= 16384 and 0 < v[1] <= 16384):
+            raise ValueError("resize must be [width, height] with each between 1 and 16384")
+        return v
+
+
+class PostprocessSpec(StrictModel):
+    type: Literal["classification", "detection", "segmentation", "raw"] = "raw"
+    output: Optional[str] = Field(None, description="output tensor name; default: the first output")
+    labels: List[str] = Field(default_factory=list)
+    labels_file: Optional[str] = None
+    top_k: int = Field(5, ge=1, le=1000)
+    softmax: bool = False
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    nms_iou: Optional[float] = Field(0.45, ge=0.0, le=1.0, description="null when the model does NMS")
+    box_format: Literal["xyxy", "cxcywh", "paddle"] = "xyxy"
+    normalized_boxes: bool = False
+    max_detections: int = Field(100, ge=1, le=10000)
+    max_values: int = Field(64, ge=0, le=1 << 20, description="raw: include values up to this many elements")
+
+
+class ModelSpec(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(min_length=1, description=".pdmodel, .json (PIR) or .onnx")
+    params: Optional[str] = Field(None, description=".pdiparams; required for Paddle models")
+    backend: Backend = "paddle"
+    target: str = "gpu"
+    require_target: bool = False
+    precision: Precision = "fp32"
+    precision_fallback: bool = False
+    inputs: List[InputSpec] = Field(default_factory=list, max_length=64)
+    tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions)
+    cpu: CpuOptions = Field(default_factory=CpuOptions)
+    memory_optim: bool = True
+    calibration: Optional[CalibrationSpec] = None
+    validation: Optional[ValidationSpec] = None
+    sha256: Dict[str, str] = Field(default_factory=dict, description="expected sha256 per file key (model, params)")
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if v in ("gpu", "cpu") or _DLA_TARGET.match(v):
+            return v
+        raise ValueError(f"target must be one of gpu, cpu, dla:0, dla:1, dla:all (got {v!r})")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        suffix = Path(self.model).suffix.lower()
+        if suffix not in (".pdmodel", ".json", ".onnx"):
+            raise ValueError(f"model: expected a .pdmodel, .json or .onnx file (got {self.model!r})")
+        if suffix in (".pdmodel", ".json") and not self.params:
+            raise ValueError("params: a Paddle model needs its .pdiparams file")
+        if suffix == ".onnx" and self.backend == "paddle":
+            raise ValueError("backend: an .onnx model needs backend: tensorrt")
+        if self.is_dla and self.precision == "fp32":
+            raise ValueError("precision: DLA runs only fp16 or int8; use precision: fp16 or target: gpu")
+        if self.calibration is not None and self.precision != "int8" and not self.precision_fallback:
+            raise ValueError("calibration: only used with precision: int8")
+        if self.tensorrt.use_calib_mode and self.calibration is None:
+            raise ValueError("tensorrt.use_calib_mode: true needs 'calibration: {images: ...}'")
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"inputs: names must be unique (got {names})")
+        return self
+
+    @property
+    def is_dla(self) -> bool:
+        return self.target.startswith("dla:")
+
+    def dla_cores(self) -> List[int]:
+        if not self.is_dla:
+            return []
+        core = self.target.split(":", 1)[1]
+        return [0, 1] if core == "all" else [int(core)]
+
+    @property
+    def calib_mode(self) -> bool:
+        """What to pass as ``use_calib_mode``: always explicit, never Paddle's binding default."""
+        if self.tensorrt.use_calib_mode is not None:
+            return self.tensorrt.use_calib_mode
+        return self.precision == "int8" and self.calibration is not None
+
+    def precision_chain(self) -> List[str]:
+        """Precisions to try in order: the requested one, then fallbacks when allowed."""
+        start = PRECISION_ORDER.index(self.precision)
+        chain = list(PRECISION_ORDER[start:]) if self.precision_fallback else [self.precision]
+        return [p for p in chain if not (self.is_dla and p == "fp32")]
+
+
+class SourceOptions(StrictModel):
+    """Capture options; what a source kind does not use it ignores (documented per kind)."""
+
+    fps: Optional[float] = Field(None, gt=0, le=1000, description="target fps: frames above it are skipped")
+    loop: bool = False
+    width: Optional[int] = Field(None, ge=1, le=16384)
+    height: Optional[int] = Field(None, ge=1, le=16384)
+    capture_fps: Optional[int] = Field(None, ge=1, le=1000, description="fps requested from the camera")
+    pixel_format: Optional[str] = Field(None, max_length=16)
+    flip: Literal["none", "horizontal", "vertical", "both"] = "none"
+    rotate: Literal[0, 90, 180, 270] = 0
+    latency_ms: int = Field(200, ge=0, le=60000)
+    transport: Literal["tcp", "udp"] = "tcp"
+    decoder: Literal["auto", "hardware", "software"] = "auto"
+    stall_timeout_s: float = Field(10.0, gt=0, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(60.0, gt=0, le=86400)
+
+
+class QueueSpec(StrictModel):
+    size: int = Field(2, ge=1, le=1024)
+    policy: Literal["latest", "block"] = "latest"
+
+
+class PublishSpec(StrictModel):
+    qos: Literal[0, 1, 2] = 1
+    every_n: int = Field(1, ge=1, le=100000)
+    retain: bool = False
+    include_empty: bool = True
+
+
+class PipelineSpec(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    source: str = Field(min_length=1, max_length=4096)
+    model: str = Field(pattern=NAME_PATTERN)
+    options: SourceOptions = Field(default_factory=SourceOptions)
+    queue: QueueSpec = Field(default_factory=QueueSpec)
+    publish: PublishSpec = Field(default_factory=PublishSpec)
+    batch: int = Field(1, ge=1, le=64)
+    batch_wait_ms: float = Field(5.0, ge=0, le=10000)
+
+
+class Manifest(StrictModel):
+    version: int = Field(1, ge=0, description="increases with every change; fleet updates must raise it")
+    models: List[ModelSpec] = Field(min_length=1, max_length=256)
+    pipelines: List[PipelineSpec] = Field(default_factory=list, max_length=256)
+
+    @model_validator(mode="after")
+    def _references(self) -> Manifest:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"models: names must be unique (repeated: {', '.join(dupes)})")
+        pnames = [p.name for p in self.pipelines]
+        pdupes = sorted({n for n in pnames if pnames.count(n) > 1})
+        if pdupes:
+            raise ValueError(f"pipelines: names must be unique (repeated: {', '.join(pdupes)})")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+PathLike = Union[str, Path]

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support.broker import Broker, free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hardware: needs a Jetson or NVIDIA GPU with TensorRT; skipped elsewhere")
+    config.addinivalue_line("markers", "slow: runs longer than a few seconds")
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A fresh, real Mosquitto on a free port for this test only."""
+    broker = Broker(workdir=tmp_path / "broker", port=free_port()).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
