@@ -1,0 +1,240 @@
+"""One pipeline: source → (batch, preprocess, infer) → (post-process, sink), three threads.
+
+Decode, inference and post-processing overlap. OpenCV and most numpy kernels release the
+GIL, so decode and preprocessing proceed while ``run()`` executes. Preprocessing shares
+the inference thread because the preprocessor reuses its output buffers: the predictor
+must consume them before the next batch is prepared.
+
+Queues are bounded. For live sources the policy is "latest frame wins": when inference
+falls behind, the oldest queued frame is dropped and counted. Finite sources (files,
+videos) always block instead, because every frame of a file is wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from agent.errors import AgentError
+from agent.logs import event
+from agent.manifest.models import PipelineSpec
+from agent.pipeline.stats import PipelineStats
+from agent.predictors.base import Predictor
+from agent.sources.base import Frame, Source
+
+log = logging.getLogger(__name__)
+
+Preprocess = Callable[[Sequence[np.ndarray]], Tuple[Dict[str, np.ndarray], List[Any]]]
+Postprocess = Callable[[Mapping[str, np.ndarray], Sequence[Any]], List[Dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    pipeline: str
+    model: str
+    source: str
+    frame: int
+    ts: float  # capture wall-clock time
+    mono: float  # capture monotonic time
+    latency_ms: Dict[str, float]  # pre, infer, post
+    outputs: Dict[str, Any]
+
+
+ResultSink = Callable[[FrameResult], None]
+
+_END = object()  # end of a finite source
+_POLL_S = 0.1
+
+
+def put_latest(q: "queue.Queue[Any]", item: Any) -> int:
+    """Put without blocking, evicting the oldest items; returns how many were dropped."""
+    dropped = 0
+    while True:
+        try:
+            q.put_nowait(item)
+            return dropped
+        except queue.Full:
+            try:
+                q.get_nowait()
+                dropped += 1
+            except queue.Empty:
+                pass
+
+
+class Pipeline:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        source: Source,
+        preprocess: Preprocess,
+        predictor: Predictor,
+        postprocess: Postprocess,
+        sink: ResultSink,
+        stats: Optional[PipelineStats] = None,
+    ) -> None:
+        self.spec = spec
+        self.source = source
+        self.preprocess = preprocess
+        self.predictor = predictor
+        self.postprocess = postprocess
+        self.sink = sink
+        self.stats = stats or PipelineStats(spec.name)
+        self._stop = threading.Event()
+        self._frames: "queue.Queue[Any]" = queue.Queue(maxsize=spec.queue.size)
+        self._results: "queue.Queue[Any]" = queue.Queue(maxsize=max(2, spec.queue.size))
+        self._drop_when_full = spec.queue.policy == "latest" and not source.finite
+        self._threads: List[threading.Thread] = []
+        self._error_logged: Dict[str, bool] = {}
+
+    # lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self.stats.state = "running"
+        for name, target in (("capture", self._capture), ("infer", self._infer), ("post", self._post)):
+            thread = threading.Thread(target=target, name=f"{self.spec.name}-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        event(log, logging.INFO, "pipeline.started", pipeline=self.spec.name, source=self.source.uri,
+              model=self.spec.model, drop_policy="latest" if self._drop_when_full else "block")
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop all stages; returns True when every thread ended within ``timeout``."""
+        self._stop.set()
+        self.source.close()
+        return self.join(timeout)
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        return not self.alive
+
+    @property
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # stages ----------------------------------------------------------------------
+    def _capture(self) -> None:
+        try:
+            for frame in self.source.frames():
+                if self._stop.is_set():
+                    break
+                self.stats.on_capture()
+                self._enqueue(self._frames, frame)
+        except AgentError as exc:
+            self.stats.state = "failed"
+            self.stats.on_error(str(exc))
+            event(log, logging.ERROR, "pipeline.source_failed", pipeline=self.spec.name, error=str(exc))
+        except Exception as exc:  # a source bug must not take other pipelines down
+            self.stats.state = "failed"
+            self.stats.on_error(f"{type(exc).__name__}: {exc}")
+            log.exception("pipeline.source_crashed", extra={"pipeline": self.spec.name})
+        finally:
+            self._put_end(self._frames)
+
+    def _infer(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            started = time.monotonic()
+            try:
+                feeds, metas = self.preprocess([f.image for f in batch])
+                pre_done = time.monotonic()
+                outputs = self.predictor.infer(feeds)
+            except Exception as exc:
+                self._record_error("infer", exc, len(batch))
+                continue
+            infer_done = time.monotonic()
+            timing = {"pre": (pre_done - started) * 1000.0, "infer": (infer_done - pre_done) * 1000.0}
+            self._results.put((batch, outputs, metas, timing))
+        self._results.put(_END)
+
+    def _post(self) -> None:
+        while True:
+            item = self._results.get()
+            if item is _END:
+                break
+            batch, outputs, metas, timing = item
+            started = time.monotonic()
+            try:
+                per_image = self.postprocess(outputs, metas)
+            except Exception as exc:
+                self._record_error("post", exc, len(batch))
+                continue
+            done = time.monotonic()
+            post_ms = (done - started) * 1000.0
+            for frame, result in zip(batch, per_image):
+                latency = {"pre": round(timing["pre"], 3), "infer": round(timing["infer"], 3),
+                           "post": round(post_ms, 3), "total": round((done - frame.mono) * 1000.0, 3)}
+                self.stats.on_result(latency)
+                if frame.index % self.spec.publish.every_n:
+                    continue
+                try:
+                    self.sink(FrameResult(self.spec.name, self.spec.model, frame.source, frame.index,
+                                          frame.ts, frame.mono, latency, result))
+                    self.stats.on_published()
+                except Exception as exc:
+                    self._record_error("publish", exc, 1)
+        if self.stats.state == "running":
+            self.stats.state = "finished" if self.source.finite else "stopped"
+
+    # helpers -----------------------------------------------------------------------
+    def _enqueue(self, q: "queue.Queue[Any]", item: Any) -> None:
+        if self._drop_when_full:
+            dropped = put_latest(q, item)
+            if dropped:
+                self.stats.on_drop(dropped)
+            return
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _put_end(self, q: "queue.Queue[Any]") -> None:
+        # The end marker must never be dropped, or the downstream stages would wait forever.
+        while True:
+            try:
+                q.put(_END, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    def _next_batch(self) -> Optional[List[Frame]]:
+        """Up to ``spec.batch`` frames, waiting at most ``batch_wait_ms`` after the first."""
+        first = self._frames.get()
+        if first is _END:
+            return None
+        batch: List[Frame] = [first]
+        deadline = time.monotonic() + self.spec.batch_wait_ms / 1000.0
+        while len(batch) < self.spec.batch:
+            try:
+                item = self._frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _END:
+                self._frames.put(_END)  # let the next call end the stage
+                break
+            batch.append(item)
+        return batch
+
+    def _record_error(self, stage: str, exc: Exception, frames: int) -> None:
+        message = f"{stage}: {type(exc).__name__}: {exc}"
+        self.stats.on_error(message)
+        self.stats.on_drop(frames)
+        # One log line per stage and pipeline, not one per frame: a broken model would flood the journal.
+        if not self._error_logged.get(stage):
+            self._error_logged[stage] = True
+            event(log, logging.ERROR, "pipeline.frame_failed", pipeline=self.spec.name, stage=stage, error=message)

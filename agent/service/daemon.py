@@ -1,0 +1,276 @@
+"""The agent's main loop: start, publish health, reload, swap manifests, stop cleanly.
+
+The main loop is the only place that pings the systemd watchdog, so a hung loop stops the
+pings and systemd restarts the agent. Long work (engine builds for a new manifest) runs in
+a worker thread while the old pipelines keep running.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from agent import __version__
+from agent.errors import EX_UNAVAILABLE, AgentError
+from agent.logs import event
+from agent.manifest.load import LoadedManifest, load_manifest
+from agent.manifest.models import PipelineSpec
+from agent.mqtt.link import MqttLink
+from agent.mqtt.payloads import health_payload, result_payload
+from agent.mqtt.publisher import ResultPublisher
+from agent.mqtt.spool import Spool
+from agent.mqtt.topics import Topics
+from agent.pipeline.runner import FrameResult
+from agent.progress import Progress
+from agent.service.notify import Notifier
+from agent.service.runtime import ManifestRuntime
+from agent.service.state import ManifestStore
+from agent.service.wiring import Wiring
+from agent.sources import open_source
+from agent.telemetry.collect import HealthCollector
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+BUILD_TIMEOUT_EXTENSION_S = 120.0
+
+
+@dataclass
+class SwapOutcome:
+    ok: bool
+    status: str  # "applied" | "rejected" | "rolled_back"
+    reason: str = ""
+
+
+SwapCallback = Callable[[SwapOutcome], None]
+
+
+class Daemon:
+    def __init__(self, wiring: Wiring, notifier: Notifier, once: bool = False) -> None:
+        self.wiring = wiring
+        self.config = wiring.config
+        self.notifier = notifier
+        self.once = once
+        self.topics = Topics(self.config.mqtt.topic_prefix, self.config.device_id, self.config.groups)
+        self.store = ManifestStore(wiring.paths.state_dir)
+        self.link = MqttLink(self.config.mqtt, self.topics)
+        self.spool = Spool(wiring.paths.state_dir / "spool.sqlite3", self.config.spool.max_bytes,
+                           self.config.spool.max_messages)
+        self.publisher = ResultPublisher(self.spool, self.link)
+        self.collector = HealthCollector.for_dirs({"cache_dir": wiring.paths.cache_dir,
+                                                   "state_dir": wiring.paths.state_dir})
+        self.runtime: Optional[ManifestRuntime] = None
+        self.started = time.monotonic()
+        self.last_error: Optional[str] = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._swap_thread: Optional[threading.Thread] = None
+        self.phase = "starting"
+
+    # public ---------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def apply_manifest(self, loaded: LoadedManifest, on_done: SwapCallback) -> bool:
+        """Build ``loaded`` in the background, swap it in, roll back if it is unhealthy.
+        Returns False when another swap is still running (the caller reports 'busy')."""
+        if not self._swap_lock.acquire(blocking=False):
+            return False
+        thread = threading.Thread(target=self._swap, args=(loaded, on_done), name="manifest-swap", daemon=True)
+        self._swap_thread = thread
+        thread.start()
+        return True
+
+    def run(self) -> int:
+        self._install_signals()
+        self.link.start()
+        self.publisher.start()
+        self._set_phase("building engines")
+        self.runtime = ManifestRuntime.prepare(self.wiring.loaded, self.wiring.preparer, self._make_sink,
+                                               open_source)
+        if self.runtime.failures:
+            self.last_error = next(iter(self.runtime.failures.values()))
+        self.store.record_running(self.wiring.loaded)
+        self.runtime.start()
+        self._set_phase("running")
+        self.notifier.ready("running")
+        event(log, logging.INFO, "agent.running", pipelines=len(self.runtime.pipelines),
+              failures=len(self.runtime.failures))
+        code = self._loop()
+        return self._shutdown(code)
+
+    # main loop --------------------------------------------------------------------------
+    def _loop(self) -> int:
+        next_health = time.monotonic()
+        while not self._stop.is_set():
+            self.notifier.watchdog()
+            now = time.monotonic()
+            if now >= next_health:
+                self.publish_health()
+                next_health = now + self.config.health_interval
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_from_disk()
+            if self.once and self.runtime is not None and self.runtime.finished:
+                break
+            self._stop.wait(TICK_S)
+        return 0
+
+    def _shutdown(self, code: int) -> int:
+        self._set_phase("stopping")
+        self.notifier.stopping()
+        if self.runtime is not None:
+            self.runtime.close()
+        flushed = self.publisher.flush(timeout=30.0 if self.once else 10.0)
+        self.publish_health()
+        self.publisher.stop()
+        self.link.close()
+        self.spool.close()
+        if self.once and not flushed:
+            event(log, logging.ERROR, "agent.unflushed", pending=self.spool.depth(),
+                  hint="results stay in the spool and are sent on the next start")
+            return EX_UNAVAILABLE
+        return code
+
+    # results and health -------------------------------------------------------------------
+    def _make_sink(self, pspec: PipelineSpec) -> Callable[[FrameResult], None]:
+        topic = self.topics.results(pspec.name)
+        qos, retain = pspec.publish.qos, pspec.publish.retain
+        device_id = self.config.device_id
+
+        def sink(result: FrameResult) -> None:
+            payload = result_payload(device_id, result.pipeline, result.model, result.source, result.frame,
+                                     result.ts, result.latency_ms, result.outputs)
+            self.publisher.publish(topic, payload, qos=qos, retain=retain)
+
+        return sink
+
+    def health(self) -> Dict[str, Any]:
+        runtime = self.runtime
+        loaded = runtime.loaded if runtime is not None else self.wiring.loaded
+        return health_payload(
+            device_id=self.config.device_id,
+            agent={"version": __version__, "uptime_s": round(time.monotonic() - self.started, 1),
+                   "phase": self.phase, "last_error": self.last_error},
+            manifest={"version": loaded.manifest.version, "sha256": loaded.sha256, "path": str(loaded.path)},
+            models=runtime.model_health() if runtime is not None else {},
+            pipelines=runtime.pipeline_health() if runtime is not None else {},
+            system=self.collector.system_health(),
+            spool={"depth": self.spool.depth(), "oldest_age_s": self.spool.oldest_age_s(),
+                   "dropped": self.spool.dropped},
+            mqtt=self.link.stats(),
+        )
+
+    def publish_health(self) -> None:
+        try:
+            self.link.publish_health(self.health(), self.config.health_interval)
+        except AgentError as exc:
+            event(log, logging.WARNING, "health.failed", error=str(exc))
+
+    # reload and swap -------------------------------------------------------------------------
+    def _reload_from_disk(self) -> None:
+        self.notifier.reloading()
+        try:
+            loaded = load_manifest(self.wiring.paths.manifest)
+        except AgentError as exc:
+            self.last_error = str(exc)
+            event(log, logging.ERROR, "reload.rejected", error=str(exc))
+            self.notifier.ready("running (reload rejected: invalid manifest)")
+            return
+
+        def done(outcome: SwapOutcome) -> None:
+            self.notifier.ready(f"running ({outcome.status})")
+
+        if not self.apply_manifest(loaded, done):
+            self.notifier.ready("running (reload skipped: a swap is in progress)")
+
+    def _swap(self, loaded: LoadedManifest, on_done: SwapCallback) -> None:
+        try:
+            on_done(self._swap_locked(loaded))
+        finally:
+            self._swap_lock.release()
+
+    def _swap_locked(self, loaded: LoadedManifest) -> SwapOutcome:
+        old = self.runtime
+        self._set_phase(f"building manifest v{loaded.manifest.version}")
+        try:
+            new = ManifestRuntime.prepare(loaded, self.wiring.preparer, self._make_sink, open_source, strict=True)
+        except AgentError as exc:
+            self._set_phase("running")
+            self.last_error = str(exc)
+            event(log, logging.ERROR, "swap.rejected", version=loaded.manifest.version, error=str(exc))
+            return SwapOutcome(False, "rejected", str(exc))
+        if old is not None:
+            old.stop()
+        new.start()
+        self.runtime = new
+        problem = self._watch_grace(new)
+        if problem is None:
+            self.store.record_running(loaded)
+            if old is not None:
+                old.close()
+            self._set_phase("running")
+            event(log, logging.INFO, "swap.applied", version=loaded.manifest.version)
+            return SwapOutcome(True, "applied")
+        # Roll back: the previous manifest's models are still loaded; rebuild its pipelines.
+        new.close()
+        self.last_error = problem
+        if old is not None:
+            restored = ManifestRuntime.prepare(old.loaded, self.wiring.preparer, self._make_sink, open_source)
+            old.close()
+            restored.start()
+            self.runtime = restored
+        self._set_phase("running")
+        event(log, logging.ERROR, "swap.rolled_back", version=loaded.manifest.version, reason=problem)
+        return SwapOutcome(False, "rolled_back", problem)
+
+    def _watch_grace(self, runtime: ManifestRuntime) -> Optional[str]:
+        deadline = time.monotonic() + self.config.fleet.grace_period_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            problem = runtime.healthy()
+            if problem:
+                return problem
+            self._stop.wait(TICK_S)
+        return runtime.healthy()
+
+    # plumbing ----------------------------------------------------------------------------------
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.notifier.status(phase)
+
+    def on_progress(self, progress: Progress) -> None:
+        """Forward build progress to systemd (status + more start-up time) and the log."""
+        self.notifier.status(progress.line())
+        self.notifier.extend_timeout(BUILD_TIMEOUT_EXTENSION_S)
+        event(log, logging.INFO, "build.progress", model=progress.model, phase=progress.phase,
+              detail=progress.detail, elapsed_s=round(progress.elapsed_s, 1))
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+
+def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = False) -> int:
+    notifier = Notifier.from_env()
+    holder: Dict[str, Daemon] = {}
+
+    def progress(p: Progress) -> None:
+        if "daemon" in holder:
+            holder["daemon"].on_progress(p)
+
+    wiring = Wiring.from_files(config_path, manifest_path, progress=progress)
+    daemon = Daemon(wiring, notifier, once=once)
+    holder["daemon"] = daemon
+    return daemon.run()

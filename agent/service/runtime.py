@@ -1,0 +1,165 @@
+"""The running form of one manifest: its prepared models and their pipelines.
+
+Start-up, SIGHUP reloads and fleet updates all build a new ``ManifestRuntime`` next to
+the running one and swap; a runtime that fails to prepare is discarded and the old one
+keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from agent.engines.build import ModelPreparer, PreparedModel
+from agent.errors import AgentError, BuildError
+from agent.logs import event
+from agent.manifest.load import LoadedManifest
+from agent.manifest.models import PipelineSpec, SourceOptions
+from agent.pipeline.runner import FrameResult, Pipeline
+from agent.pipeline.stats import PipelineStats
+from agent.processing import make_postprocessor
+from agent.processing.labels import load_labels
+from agent.processing.preprocess import Preprocessor
+from agent.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+SourceOpener = Callable[[str, SourceOptions, Path], Source]
+SinkFactory = Callable[[PipelineSpec], Callable[[FrameResult], None]]
+
+
+@dataclass
+class ManifestRuntime:
+    loaded: LoadedManifest
+    models: Dict[str, PreparedModel] = field(default_factory=dict)
+    pipelines: Dict[str, Pipeline] = field(default_factory=dict)
+    failures: Dict[str, str] = field(default_factory=dict)  # model or pipeline name -> why it is not running
+
+    @classmethod
+    def prepare(
+        cls,
+        loaded: LoadedManifest,
+        preparer: ModelPreparer,
+        make_sink: SinkFactory,
+        open_source: SourceOpener,
+        strict: bool = False,
+    ) -> ManifestRuntime:
+        """Prepare every model and pipeline. ``strict`` (fleet updates, reloads): any failure
+        raises and releases what was built; otherwise failures are recorded and the rest runs."""
+        runtime = cls(loaded)
+        try:
+            runtime._prepare_models(preparer, strict)
+            runtime._make_pipelines(make_sink, open_source, strict)
+        except AgentError:
+            runtime.close()
+            raise
+        return runtime
+
+    def _prepare_models(self, preparer: ModelPreparer, strict: bool) -> None:
+        used = {p.model for p in self.loaded.manifest.pipelines}
+        for spec in self.loaded.manifest.models:
+            if spec.name not in used and not strict:
+                continue  # prepared by `edge-agent build`; loading it here would only cost memory
+            try:
+                self.models[spec.name] = preparer.prepare(spec)
+            except AgentError as exc:
+                if strict:
+                    raise
+                self.failures[spec.name] = str(exc)
+                event(log, logging.ERROR, "model.failed", model=spec.name, error=str(exc))
+
+    def _make_pipelines(self, make_sink: SinkFactory, open_source: SourceOpener, strict: bool) -> None:
+        users: Dict[str, int] = {}
+        for pspec in self.loaded.manifest.pipelines:
+            prepared = self.models.get(pspec.model)
+            if prepared is None or prepared.predictor is None:
+                self.failures[pspec.name] = f"model '{pspec.model}' is not available: {self.failures.get(pspec.model)}"
+                continue
+            try:
+                source = open_source(pspec.source, pspec.options, self.loaded.base_dir)
+            except AgentError as exc:
+                if strict:
+                    raise
+                self.failures[pspec.name] = str(exc)
+                event(log, logging.ERROR, "pipeline.source_failed", pipeline=pspec.name, error=str(exc))
+                continue
+            # The first pipeline of a model uses the loaded predictor; others get clones sharing weights.
+            n = users.get(pspec.model, 0)
+            users[pspec.model] = n + 1
+            predictor = prepared.predictor if n == 0 else prepared.predictor.clone()
+            mspec = prepared.spec
+            pre = Preprocessor(mspec.preprocess, predictor.inputs)
+            post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
+            self.pipelines[pspec.name] = Pipeline(pspec, source, pre, predictor, post, make_sink(pspec),
+                                                  PipelineStats(pspec.name))
+
+    def start(self) -> None:
+        for pipeline in self.pipelines.values():
+            pipeline.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for pipeline in self.pipelines.values():
+            pipeline.stop(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        for prepared in self.models.values():
+            if prepared.predictor is not None:
+                prepared.predictor.close()
+
+    @property
+    def finished(self) -> bool:
+        """Every pipeline ended (finite sources exhausted, or failed)."""
+        return all(not p.alive for p in self.pipelines.values())
+
+    def healthy(self) -> Optional[str]:
+        """None when every pipeline runs and none has failed; else the first reason."""
+        for name, why in self.failures.items():
+            return f"{name}: {why}"
+        for name, pipeline in self.pipelines.items():
+            if pipeline.stats.state == "failed":
+                return f"{name}: {pipeline.stats.last_error}"
+        return None
+
+    def require_healthy(self) -> None:
+        problem = self.healthy()
+        if problem:
+            raise BuildError(problem)
+
+    def pipeline_health(self) -> Dict[str, Dict[str, Any]]:
+        out: Dict[str, Dict[str, Any]] = {}
+        for name, pipeline in self.pipelines.items():
+            snap = pipeline.stats.snapshot()
+            snap["model"] = pipeline.spec.model
+            snap["source"] = pipeline.source.uri
+            snap["source_stats"] = pipeline.source.stats()
+            out[name] = snap
+        for name, why in self.failures.items():
+            if name in {p.name for p in self.loaded.manifest.pipelines}:
+                out[name] = {"state": "failed", "last_error": why}
+        return out
+
+    def model_health(self) -> Dict[str, Dict[str, Any]]:
+        out: Dict[str, Dict[str, Any]] = {}
+        for name, prepared in self.models.items():
+            infer: List[float] = []
+            errors = 0
+            for pipeline in self.pipelines.values():
+                if pipeline.spec.model == name:
+                    infer += pipeline.stats.latency_samples("infer")
+                    errors += pipeline.stats.errors
+            from agent.pipeline.stats import percentiles
+
+            p = prepared.placement
+            out[name] = {
+                "backend": p.backend, "route": p.route, "device": p.device, "precision": p.precision,
+                "requested": {"target": prepared.spec.target, "precision": prepared.spec.precision},
+                "engine_key": prepared.key, "cache_hit": prepared.hit, "notes": p.notes,
+                "latency_ms": percentiles(infer, (50, 95)), "errors": errors,
+            }
+        for name, why in self.failures.items():
+            if name in {m.name for m in self.loaded.manifest.models}:
+                out[name] = {"state": "failed", "last_error": why}
+        return out
