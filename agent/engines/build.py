@@ -17,7 +17,7 @@ import numpy as np
 from agent.engines.backend import Backend
 from agent.engines.cache import CacheEntry, EngineCache
 from agent.engines.device import DeviceIdentity
-from agent.engines.fingerprint import Fingerprint, compute_fingerprint, hash_files, sha256_file
+from agent.engines.fingerprint import Fingerprint, compute_fingerprint, hash_files, hash_model_files
 from agent.engines.gate import GateResult, run_gate
 from agent.errors import BuildError, CacheError, ConfigError
 from agent.logs import event
@@ -97,7 +97,7 @@ class ModelPreparer:
 
     def fingerprint(self, spec: ModelSpec, precision: str) -> Fingerprint:
         backend = self.backend_for(spec)
-        file_hashes = {p.name: sha256_file(p) for p in backend.files_to_hash(spec)}
+        file_hashes = hash_model_files(backend.files_to_hash(spec))
         calib_hash = None
         if precision == "int8" and spec.calib_mode and spec.calibration is not None:
             calib_hash = hash_files(self._calibration_files(spec))

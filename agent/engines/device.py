@@ -214,7 +214,7 @@ def _cpu_tier(flags: Tuple[str, ...], arch: str) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
+    return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-._")
 
 
 def _read_text(path: Path) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import List, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from agent.manifest.models import StrictModel
 
 # Device ids become MQTT topic levels and ACL usernames: no wildcards, no slashes
 # (older Mosquitto let a client named '#' bypass pattern ACLs).
 DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 
 
 class TlsConfig(StrictModel):
@@ -19,11 +21,18 @@ class TlsConfig(StrictModel):
     key_file: Optional[str] = None
     insecure: bool = Field(False, description="skip hostname verification (testing only)")
 
+    @model_validator(mode="after")
+    def _client_pair(self) -> TlsConfig:
+        # cert_file alone is fine: the PEM may hold the key too (ssl.load_cert_chain).
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("cert_file: 'key_file' is set, so give the client certificate 'cert_file' too")
+        return self
+
 
 class MqttConfig(StrictModel):
     host: str = Field("127.0.0.1", min_length=1, max_length=253)
     port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field("edge", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    topic_prefix: str = Field("edge", pattern=TOPIC_PREFIX_PATTERN)
     client_id: Optional[str] = Field(None, max_length=128, description="default: edge-agent-<device_id>")
     username: Optional[str] = Field(None, max_length=256)
     password_file: Optional[str] = Field(
@@ -34,6 +43,16 @@ class MqttConfig(StrictModel):
     keepalive: int = Field(30, ge=5, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(60.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("username: 'password_file' is set, so give the 'username' it belongs to")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s: must not exceed reconnect_max_s ({self.reconnect_min_s} > {self.reconnect_max_s})"
+            )
+        return self
 
 
 class SpoolConfig(StrictModel):
@@ -59,7 +78,8 @@ class AgentConfig(StrictModel):
     manifest: str = Field(min_length=1, description="path, relative to config.yaml")
     cache_dir: str = "var/cache"
     state_dir: str = "var/state"
-    groups: List[str] = Field(default_factory=list)
+    groups: List[str] = Field(default_factory=list, max_length=64,
+                              description="fleet groups: also receive <topic_prefix>/group/<group>/manifest/desired")
     health_interval: float = Field(10.0, ge=0.1, le=86400)
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_format: Literal["kv", "json"] = "kv"
@@ -67,3 +87,13 @@ class AgentConfig(StrictModel):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, v: List[str]) -> List[str]:
+        # Group names become a topic level of a subscription: '+' or '#' would subscribe to other groups.
+        for group in v:
+            if not re.match(DEVICE_ID_PATTERN, group):
+                raise ValueError(f"group {group[:80]!r} must start with a lowercase letter or digit and have at most "
+                                 "63 lowercase letters, digits or '-'")
+        return v

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _DLA_TARGET = re.compile(r"^dla:(0|1|all)$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+HASHED_FILES: Tuple[str, ...] = ("model", "params")
+PATH_MAX = 4096  # Linux PATH_MAX; also bounds the work of resolving a hostile path
 
 Precision = Literal["fp32", "fp16", "int8"]
 Backend = Literal["paddle", "tensorrt"]
@@ -101,7 +104,8 @@ class CpuOptions(StrictModel):
 class CalibrationSpec(StrictModel):
     """INT8 post-training calibration images, fed through the model's own preprocessing."""
 
-    images: str = Field(min_length=1, description="glob, directory or file, relative to the manifest")
+    images: str = Field(min_length=1, max_length=PATH_MAX,
+                        description="glob, directory or file, relative to the manifest")
     count: int = Field(100, ge=1, le=100000)
     batch_size: int = Field(1, ge=1, le=256)
 
@@ -109,7 +113,7 @@ class CalibrationSpec(StrictModel):
 class ValidationSpec(StrictModel):
     """The accuracy gate: an optimized engine must match a full-precision reference on golden inputs."""
 
-    inputs: str = Field(min_length=1, description="glob, directory or file of golden images")
+    inputs: str = Field(min_length=1, max_length=PATH_MAX, description="glob, directory or file of golden images")
     metric: Literal["max_abs", "cosine", "top1", "box_iou"] = "cosine"
     tolerance: Dict[Precision, float] = Field(default_factory=dict)
     count: int = Field(16, ge=1, le=10000)
@@ -136,12 +140,21 @@ class PreprocessSpec(StrictModel):
             raise ValueError("resize must be [width, height] with each between 1 and 16384")
         return v
 
+    @model_validator(mode="after")
+    def _normalize(self) -> PreprocessSpec:
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, 3):
+                raise ValueError(f"{label}: give 1 value, or 3 (one per channel) (got {len(values)})")
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"std: values must not be 0, the input is divided by them (got {self.std})")
+        return self
+
 
 class PostprocessSpec(StrictModel):
     type: Literal["classification", "detection", "segmentation", "raw"] = "raw"
     output: Optional[str] = Field(None, description="output tensor name; default: the first output")
     labels: List[str] = Field(default_factory=list)
-    labels_file: Optional[str] = None
+    labels_file: Optional[str] = Field(None, min_length=1, max_length=PATH_MAX, description="one label per line")
     top_k: int = Field(5, ge=1, le=1000)
     softmax: bool = False
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -151,11 +164,18 @@ class PostprocessSpec(StrictModel):
     max_detections: int = Field(100, ge=1, le=10000)
     max_values: int = Field(64, ge=0, le=1 << 20, description="raw: include values up to this many elements")
 
+    @model_validator(mode="after")
+    def _one_label_source(self) -> PostprocessSpec:
+        if self.labels and self.labels_file is not None:
+            raise ValueError("labels_file: give either 'labels' or 'labels_file', not both")
+        return self
+
 
 class ModelSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
-    model: str = Field(min_length=1, description=".pdmodel, .json (PIR) or .onnx")
-    params: Optional[str] = Field(None, description=".pdiparams; required for Paddle models")
+    model: str = Field(min_length=1, max_length=PATH_MAX, description=".pdmodel, .json (PIR) or .onnx")
+    params: Optional[str] = Field(None, min_length=1, max_length=PATH_MAX,
+                                  description=".pdiparams; required for Paddle models")
     backend: Backend = "paddle"
     target: str = "gpu"
     require_target: bool = False
@@ -178,6 +198,16 @@ class ModelSpec(StrictModel):
             return v
         raise ValueError(f"target must be one of gpu, cpu, dla:0, dla:1, dla:all (got {v!r})")
 
+    @field_validator("sha256")
+    @classmethod
+    def _hashes(cls, v: Dict[str, str]) -> Dict[str, str]:
+        for key, digest in v.items():
+            if key not in HASHED_FILES:
+                raise ValueError(f"unknown file key {key!r} (allowed: {', '.join(HASHED_FILES)})")
+            if not _SHA256.match(digest):
+                raise ValueError(f"{key}: expected 64 hex digits (got {digest[:80]!r})")
+        return {key: digest.lower() for key, digest in v.items()}
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         suffix = Path(self.model).suffix.lower()
@@ -193,6 +223,8 @@ class ModelSpec(StrictModel):
             raise ValueError("calibration: only used with precision: int8")
         if self.tensorrt.use_calib_mode and self.calibration is None:
             raise ValueError("tensorrt.use_calib_mode: true needs 'calibration: {images: ...}'")
+        if "params" in self.sha256 and not self.params:
+            raise ValueError("sha256: has a 'params' hash but the model has no 'params' file")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"inputs: names must be unique (got {names})")
@@ -239,6 +271,14 @@ class SourceOptions(StrictModel):
     stall_timeout_s: float = Field(10.0, gt=0, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(60.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> SourceOptions:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s: must not exceed reconnect_max_s ({self.reconnect_min_s} > {self.reconnect_max_s})"
+            )
+        return self
 
 
 class QueueSpec(StrictModel):

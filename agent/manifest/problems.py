@@ -64,12 +64,30 @@ def format_path(path: Sequence[object]) -> str:
     return out
 
 
+def describe(value: object) -> str:
+    """A short, one-line description of a parsed value for messages: never the whole value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 128 else "a very large integer"
+    if isinstance(value, str) and len(value) > 60:
+        return repr(value[:60]) + f"... ({len(value)} characters)"
+    return repr(value)
+
+
 def format_problems(problems: Sequence[Problem]) -> str:
     lines = [str(p) for p in problems[:MAX_SHOWN]]
     hidden = len(problems) - MAX_SHOWN
     if hidden > 0:
         last = problems[MAX_SHOWN]
-        lines.append(str(Problem(last.file, None, DOCUMENT, f"{hidden} more problems not shown; fix the ones above first")))
+        summary = Problem(last.file, None, DOCUMENT, f"{hidden} more problems not shown; fix the ones above first")
+        lines.append(str(summary))
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from agent.service.state import ManifestStore
 from agent.service.wiring import Wiring
 from agent.sources import open_source
 from agent.telemetry.collect import HealthCollector
+from agent.telemetry.prometheus import PrometheusServer
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,10 @@ class Daemon:
         self.spool = Spool(wiring.paths.state_dir / "spool.sqlite3", self.config.spool.max_bytes,
                            self.config.spool.max_messages)
         self.publisher = ResultPublisher(self.spool, self.link)
-        self.collector = HealthCollector.for_dirs({"cache_dir": wiring.paths.cache_dir,
-                                                   "state_dir": wiring.paths.state_dir})
+        self.collector = HealthCollector.create({"cache_dir": wiring.paths.cache_dir,
+                                                 "state_dir": wiring.paths.state_dir})
+        self.last_health: Dict[str, Any] = {}
+        self.prometheus: Optional[PrometheusServer] = None
         self.runtime: Optional[ManifestRuntime] = None
         self.started = time.monotonic()
         self.last_error: Optional[str] = None
@@ -94,6 +97,10 @@ class Daemon:
         self._install_signals()
         self.link.start()
         self.publisher.start()
+        if self.config.prometheus.enabled:
+            self.prometheus = PrometheusServer(self.config.prometheus.host, self.config.prometheus.port,
+                                               lambda: self.last_health)
+            self.prometheus.start()
         self._set_phase("building engines")
         self.runtime = ManifestRuntime.prepare(self.wiring.loaded, self.wiring.preparer, self._make_sink,
                                                open_source)
@@ -135,6 +142,9 @@ class Daemon:
         self.publisher.stop()
         self.link.close()
         self.spool.close()
+        self.collector.close()
+        if self.prometheus is not None:
+            self.prometheus.stop()
         if self.once and not flushed:
             event(log, logging.ERROR, "agent.unflushed", pending=self.spool.depth(),
                   hint="results stay in the spool and are sent on the next start")
@@ -172,7 +182,8 @@ class Daemon:
 
     def publish_health(self) -> None:
         try:
-            self.link.publish_health(self.health(), self.config.health_interval)
+            self.last_health = self.health()
+            self.link.publish_health(self.last_health, self.config.health_interval)
         except AgentError as exc:
             event(log, logging.WARNING, "health.failed", error=str(exc))
 

@@ -55,22 +55,21 @@ class Wiring:
         config_path: Path,
         manifest_path: Optional[Path] = None,
         progress: ProgressCallback = ignore_progress,
-        allowed_dirs: Optional[list] = None,
     ) -> Wiring:
-        config = load_config(config_path)
-        resolved = resolve_config_paths(config, config_path)
+        config = resolve_config_paths(load_config(config_path), config_path)
         paths = Paths(
             config_file=config_path.resolve(),
-            manifest=(manifest_path or Path(resolved.manifest)).resolve(),
-            cache_dir=Path(resolved.cache_dir),
-            state_dir=Path(resolved.state_dir),
+            manifest=(manifest_path or Path(config.manifest)).resolve(),
+            cache_dir=Path(config.cache_dir),
+            state_dir=Path(config.state_dir),
         )
-        loaded = load_manifest(paths.manifest, allowed_dirs)
+        loaded = load_manifest(paths.manifest)
         return cls.assemble(config, paths, loaded, progress)
 
     @classmethod
     def assemble(cls, config: AgentConfig, paths: Paths, loaded: LoadedManifest,
                  progress: ProgressCallback = ignore_progress) -> Wiring:
+        """``config`` must already be resolved (absolute paths)."""
         device = detect_device()
         cache = EngineCache(paths.cache_dir / "engines")
         preparer = ModelPreparer(cache, make_backends(paths.cache_dir), device, calibration_feeds, list_images,

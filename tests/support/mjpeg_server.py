@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class MjpegServer:
     fps: float = 25.0
     width: int = 64
     height: int = 48
-    proc: Optional["subprocess.Popen[bytes]"] = None
+    proc: Optional[subprocess.Popen[bytes]] = None
     _starts: int = 0
 
     def __post_init__(self) -> None:
@@ -121,9 +121,8 @@ class MjpegServer:
         root = Path(__file__).resolve().parents[2]
         cmd = [sys.executable, "-m", "tests.support.mjpeg_server", "--port", str(self.port), "--fps", str(self.fps),
                "--width", str(self.width), "--height", str(self.height)]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=log)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=log)
         self._wait_ready()
         return self
 
@@ -156,7 +155,7 @@ class MjpegServer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGUSR2)
 
-    def requests(self) -> list[str]:
+    def requests(self) -> List[str]:
         if not self.log_path.exists():
             return []
         return [line for line in self.log_path.read_text().splitlines() if line.startswith("request ")]

@@ -31,7 +31,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import pytest
@@ -44,6 +44,7 @@ BOXES_PER_IMAGE = 8
 DET_CLASSES = 3
 SEG_CLASSES = 4
 KINDS = ("classifier", "detector", "segmenter")
+_HEAD_GAIN = {"classifier": 12.0, "detector": 1.5, "segmenter": 1.0}
 _DONE = ".exported"
 
 
@@ -104,9 +105,9 @@ def _layers() -> Dict[str, Any]:
             probs = F.softmax(logits, axis=-1)
             size = paddle.cast(paddle.shape(x), "float32")
             h, w = size[2], size[3]
-            # centre in the middle 80 % of the image, size up to 45 % of it: boxes stay inside
-            cx = (gx * 0.8 + 0.1) * w
-            cy = (gy * 0.8 + 0.1) * h
+            # centre in the middle half of the image, size at most 45 % of it: boxes stay inside
+            cx = (gx * 0.5 + 0.25) * w
+            cy = (gy * 0.5 + 0.25) * h
             bw = (gw * 0.4 + 0.05) * w
             bh = (gh * 0.4 + 0.05) * h
             score, index = paddle.topk(probs, 1, axis=-1)
@@ -140,9 +141,10 @@ def build_layer(kind: str, seed: int = 0) -> Any:
         elif "bn" in name:  # batch-norm scale
             value = rng.uniform(0.5, 1.5, shape)
         else:
-            # Paddle's Linear weight is [in, out], Conv2D's [out, in, kh, kw]
-            fan_in = shape[0] if len(shape) == 2 else int(np.prod(shape[1:]))
-            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+            # Paddle's Linear weight is [in, out], Conv2D's [out, in, kh, kw]; the heads get a gain
+            # so that softmax outputs are peaked and differ between inputs
+            fan_in, gain = (shape[0], _HEAD_GAIN[kind]) if len(shape) == 2 else (int(np.prod(shape[1:])), 1.0)
+            value = rng.normal(0.0, gain * np.sqrt(2.0 / fan_in), shape)
         param.set_value(value.astype("float32"))
     for name, buf in sorted(layer.named_buffers()):
         shape = list(buf.shape)
@@ -214,7 +216,8 @@ def export_all(root: Path) -> Dict[str, ExportedModel]:
 def _reuse_or_export(root: Path) -> Dict[str, ExportedModel]:
     if (root / _DONE).exists():
         models = {k: _exported(k, k, "pir", root / "pir" / k) for k in KINDS}
-        models["classifier-seed1"] = _exported("classifier-seed1", "classifier", "pir", root / "pir" / "classifier-seed1")
+        models["classifier-seed1"] = _exported("classifier-seed1", "classifier", "pir",
+                                               root / "pir" / "classifier-seed1")
         models.update({f"{k}-legacy": _exported(f"{k}-legacy", k, "legacy", root / "legacy" / k) for k in KINDS})
         return models
     models = export_all(root)
@@ -240,11 +243,16 @@ def onnx_classifier(paddle_models: Dict[str, ExportedModel]) -> ExportedModel:
     return export_onnx(source, out)
 
 
-def random_images(shape: Iterable[int], count: int, seed: int = 0) -> List[np.ndarray]:
-    """``count`` float32 arrays in [0, 1): stand-ins for preprocessed frames."""
+def random_images(shape: Sequence[int], count: int, seed: int = 0) -> List[np.ndarray]:
+    """``count`` float32 NCHW arrays in [0, 1): stand-ins for preprocessed frames. Each gets its own
+    per-channel brightness, so that the models' (globally pooled) outputs differ between images."""
     rng = np.random.RandomState(seed)
     dims = tuple(shape)
-    return [rng.random_sample(dims).astype("float32") for _ in range(count)]
+    out = []
+    for _ in range(count):
+        tint = rng.uniform(0.0, 0.5, (1, dims[1]) + (1,) * (len(dims) - 2))
+        out.append((rng.random_sample(dims) * 0.5 + tint).astype("float32"))
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""Results: spooled to disk first, then drained to the broker in sequence order, removed only once acknowledged.
+
+Delivery is at-least-once. A message can arrive twice when a connection drops
+after the broker received it but before its PUBACK reached us (paho resends it
+with the DUP flag), or when the agent restarts between delivery and the spool
+delete. Receivers dedupe by ``(device_id, seq)``. Within one topic the
+messages arrive in ``seq`` order: after a reconnect nothing new is sent until
+paho's resends of the earlier connection are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping
+
+from agent.logs import event
+from agent.mqtt.link import ACKED, REFUSED, REJECTED, MessageProps, MqttLink, PublishTicket
+from agent.mqtt.payloads import RESULT_SCHEMA, encode, result_payload
+from agent.mqtt.spool import Spool, SpooledMessage
+from agent.mqtt.topics import Topics
+
+log = logging.getLogger(__name__)
+
+RESULT_PROPS = MessageProps(schema=RESULT_SCHEMA, content_type="application/json")
+# QoS>0 slots below the broker's Receive Maximum left for status, manifest reported and events
+STATE_HEADROOM = -1000
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    spool_depth: int
+    spool_bytes: int
+    spool_dropped: int  # deleted unsent by the spool's size cap (lifetime, persisted)
+    spool_oldest_age_s: float
+    published: int  # acknowledged by the broker since start
+    rejected: int  # refused by the broker (MQTT v5 failure reason code) and removed since start
+    in_flight: int
+    last_error: str
+
+
+@dataclass
+class _Sent:
+    message: SpooledMessage
+    ticket: PublishTicket
+
+
+class ResultPublisher:
+    """``publish_result()`` from any pipeline thread; one drain thread owns everything sent to the link."""
+
+    def __init__(self, spool: Spool, link: MqttLink, topics: Topics, *, window: int = 100,
+                 poll_s: float = 1.0, retry_s: float = 1.0) -> None:
+        self.spool = spool
+        self.link = link
+        self.topics = topics
+        self.window = window
+        self._poll_s = poll_s
+        self._retry_s = retry_s
+        self._retry_at = 0.0
+        self._topic_cache: Dict[str, str] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-drain", daemon=True)
+        # drain-thread state
+        self._sent: Dict[int, _Sent] = {}
+        self._resend: List[SpooledMessage] = []
+        self._cursor = 0
+        # counters: written by the drain thread, read by stats()
+        self._published = 0
+        self._rejected = 0
+        self._last_error = ""
+        link.add_listener(lambda _connected: self._wake.set())
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish_result(
+        self,
+        pipeline: str,
+        model: str,
+        source: str,
+        frame: int,
+        ts: float,
+        latency_ms: Mapping[str, float],
+        outputs: Any,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> int:
+        """Spool one result (durably, before returning) and wake the drain; returns its ``seq``."""
+        topic = self._topic_cache.get(pipeline)
+        if topic is None:
+            topic = self._topic_cache.setdefault(pipeline, self.topics.results(pipeline))
+        device_id = self.topics.device_id
+
+        def render(seq: int) -> bytes:
+            return encode(result_payload(device_id, pipeline, model, source, frame, ts, latency_ms, outputs, seq))
+
+        seq = self.spool.append(topic, render, qos, retain)
+        self._wake.set()
+        return seq
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every spooled result is acknowledged; False if some are still pending at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.spool.depth() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the drain thread. Unacknowledged results stay in the spool for the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def stats(self) -> PublisherStats:
+        return PublisherStats(
+            spool_depth=self.spool.depth(),
+            spool_bytes=self.spool.size_bytes(),
+            spool_dropped=self.spool.dropped,
+            spool_oldest_age_s=round(self.spool.oldest_age_s(), 3),
+            published=self._published,
+            rejected=self._rejected,
+            in_flight=len(self._sent),
+            last_error=self._last_error,
+        )
+
+    # -- drain thread ------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # the timeout is a safety net (and the retry timer): tickets, new results and connection changes
+            # all set _wake
+            self._wake.wait(max(0.0, min(self._poll_s, self._retry_at - time.monotonic()))
+                            if self._resend else self._poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._reap()
+                if self.link.connected:
+                    self._fill()
+            except Exception as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("publisher.drain_failed")
+                self._stop.wait(self._poll_s)
+
+    def _reap(self) -> None:
+        done: List[int] = []
+        for seq, sent in list(self._sent.items()):
+            ticket = sent.ticket
+            if not ticket.done():
+                continue
+            del self._sent[seq]
+            if ticket.outcome == ACKED:
+                done.append(seq)
+                self._published += 1
+            elif ticket.outcome == REJECTED:
+                # retrying a refused message would block every result behind it forever
+                done.append(seq)
+                self._rejected += 1
+                self._last_error = f"broker rejected {sent.message.topic}: {ticket.reason}"
+                event(log, logging.WARNING, "publisher.rejected", seq=seq, topic=sent.message.topic,
+                      reason=ticket.reason, hint="check the broker ACL for this device")
+            else:
+                if ticket.outcome == REFUSED:
+                    # e.g. quota exceeded: the broker is busy, resending at once would be refused again
+                    self._retry_at = time.monotonic() + self._retry_s
+                    self._last_error = f"broker refused {sent.message.topic} for now: {ticket.reason}"
+                    event(log, logging.INFO, "publisher.refused", seq=seq, reason=ticket.reason)
+                self._resend.append(sent.message)
+        self.spool.ack_many(done)
+
+    def _fill(self) -> None:
+        epoch = self.link.epoch
+        for sent in self._sent.values():
+            if sent.ticket.qos > 0 and sent.ticket.epoch != epoch and not sent.ticket.done():
+                # paho is resending this one from an earlier connection; anything sent now could overtake it
+                return
+        window = self._window()
+        if self._resend:
+            if time.monotonic() < self._retry_at:
+                return
+            self._resend.sort(key=lambda m: m.seq)
+            while self._resend and len(self._sent) < window:
+                self._send(self._resend.pop(0))
+            if self._resend:
+                return
+        room = window - len(self._sent)
+        if room <= 0:
+            return
+        for message in self.spool.pending(room, after=self._cursor):
+            self._send(message)
+            self._cursor = message.seq
+
+    def _window(self) -> int:
+        # paho resends everything unacknowledged at once after a reconnect: that burst must fit the broker's quota
+        return max(1, min(self.window, self.link.receive_maximum - STATE_HEADROOM))
+
+    def _send(self, message: SpooledMessage) -> None:
+        ticket = self.link.publish(message.topic, message.payload, message.qos, message.retain, RESULT_PROPS)
+        self._sent[message.seq] = _Sent(message, ticket)
+        ticket.add_done_callback(self._on_ticket_done)
+
+    def _on_ticket_done(self, _ticket: PublishTicket) -> None:
+        self._wake.set()

@@ -1,0 +1,233 @@
+"""A disk spool for results: SQLite in WAL mode, ordered by a sequence that survives restarts.
+
+Durability: every ``append`` is its own committed transaction. With
+``synchronous=NORMAL`` (the default) a committed append survives the agent
+being killed (kill -9, OOM, crash): the WAL file is written before the call
+returns and the OS keeps it. It can be lost, together with the appends after
+the last WAL sync, on a power cut or kernel crash; the database is never
+corrupted either way. ``synchronous="FULL"`` fsyncs the WAL on every commit and
+also survives power loss, at the price of one fsync per result.
+
+Size cap: when an append would exceed ``max_messages`` or ``max_bytes`` (topic +
+payload bytes), the OLDEST messages are deleted until it fits. Each deleted
+message increments the persisted ``dropped`` counter. A single message larger
+than ``max_bytes`` is not stored and is counted as dropped as well.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Literal, Optional, Tuple, Union
+
+from agent.errors import PublishError
+from agent.logs import event
+
+log = logging.getLogger(__name__)
+
+Payload = Union[bytes, Callable[[int], bytes]]
+
+# what max_bytes counts: topic bytes + payload bytes
+_SIZE_SQL = "LENGTH(CAST(topic AS BLOB)) + LENGTH(payload)"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS messages ("
+    " seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+    " qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('dropped', 0)",
+)
+
+
+@dataclass(frozen=True)
+class SpooledMessage:
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    created: float  # wall clock when spooled
+
+    @property
+    def size(self) -> int:
+        return _size(self.topic, self.payload)
+
+
+def _size(topic: str, payload: bytes) -> int:
+    return len(topic.encode("utf-8")) + len(payload)
+
+
+class Spool:
+    """Thread-safe: one connection, one lock. One process per spool file (enforced with a lock file)."""
+
+    def __init__(self, path: Path, max_bytes: int, max_messages: int,
+                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
+        if max_bytes < 1 or max_messages < 1:
+            raise PublishError(f"spool limits must be positive (max_bytes={max_bytes}, max_messages={max_messages})")
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_messages = max_messages
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = _exclusive(path)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # keep the WAL from staying at its high-water mark after a long outage drains
+            self._db.execute("PRAGMA journal_size_limit=8388608")
+            with self._transaction():
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+            count, total = self._db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM({_SIZE_SQL}), 0) FROM messages"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            os.close(self._lockfile)
+            raise PublishError(f"result spool {path} cannot be opened ({exc}): if it is corrupt, move it away "
+                               "(the results in it are lost) and restart") from exc
+        self._count = int(count)
+        self._bytes = int(total)
+
+    def append(self, topic: str, payload: Payload, qos: int, retain: bool = False) -> int:
+        """Store one message; returns its sequence number. ``payload`` may be a function of that number,
+        so a payload can carry its own sequence."""
+        with self._lock, self._transaction():
+            seq = self._meta("next_seq")
+            self._set_meta("next_seq", seq + 1)
+            body = payload(seq) if callable(payload) else payload
+            size = _size(topic, body)
+            if size > self.max_bytes:
+                self._set_meta("dropped", self._meta("dropped") + 1)
+                event(log, logging.WARNING, "spool.oversize", seq=seq, topic=topic, bytes=size,
+                      max_bytes=self.max_bytes)
+                return seq
+            self._make_room(size)
+            self._db.execute("INSERT INTO messages (seq, topic, payload, qos, retain, created) VALUES (?,?,?,?,?,?)",
+                             (seq, topic, body, qos, int(retain), time.time()))
+            self._count += 1
+            self._bytes += size
+            return seq
+
+    def pending(self, limit: int, after: int = 0) -> List[SpooledMessage]:
+        """Up to ``limit`` messages with ``seq > after``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, qos, retain, created FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [SpooledMessage(int(s), str(t), bytes(p), int(q), bool(r), float(c)) for s, t, p, q, r, c in rows]
+
+    def ack(self, seq: int) -> None:
+        """Delete a delivered message; unknown (already dropped or acked) sequences are ignored."""
+        self.ack_many((seq,))
+
+    def ack_many(self, seqs: Iterable[int]) -> None:
+        keys = sorted(set(seqs))
+        if not keys:
+            return
+        with self._lock, self._transaction():
+            # chunks stay under SQLite's old 999-variable limit (JetPack 5 ships SQLite 3.31)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                count, freed = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM({_SIZE_SQL}), 0) FROM messages WHERE seq IN ({marks})", chunk
+                ).fetchone()
+                self._db.execute(f"DELETE FROM messages WHERE seq IN ({marks})", chunk)
+                self._count -= int(count)
+                self._bytes -= int(freed)
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._count
+
+    def size_bytes(self) -> int:
+        """Topic + payload bytes stored (what ``max_bytes`` caps); the file adds SQLite's page overhead."""
+        with self._lock:
+            return self._bytes
+
+    @property
+    def dropped(self) -> int:
+        """Messages deleted unsent by the size cap, over the spool's whole life."""
+        with self._lock:
+            return self._meta("dropped")
+
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest unsent message was spooled; 0 when empty."""
+        with self._lock:
+            row = self._db.execute("SELECT created FROM messages ORDER BY seq LIMIT 1").fetchone()
+        return max(0.0, time.time() - float(row[0])) if row else 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            os.close(self._lockfile)
+
+    def _make_room(self, size: int) -> None:
+        excess_count = self._count + 1 - self.max_messages
+        excess_bytes = self._bytes + size - self.max_bytes
+        if excess_count <= 0 and excess_bytes <= 0:
+            return
+        victims: List[Tuple[int, int]] = []
+        freed = 0
+        cursor = self._db.execute(f"SELECT seq, {_SIZE_SQL} FROM messages ORDER BY seq")
+        try:
+            while len(victims) < excess_count or freed < excess_bytes:
+                rows = cursor.fetchmany(256)
+                if not rows:
+                    break
+                for seq, nbytes in rows:
+                    if len(victims) >= excess_count and freed >= excess_bytes:
+                        break
+                    victims.append((int(seq), int(nbytes)))
+                    freed += int(nbytes)
+        finally:
+            cursor.close()
+        self._db.execute("DELETE FROM messages WHERE seq <= ?", (victims[-1][0],))
+        self._count -= len(victims)
+        self._bytes -= freed
+        self._set_meta("dropped", self._meta("dropped") + len(victims))
+        event(log, logging.WARNING, "spool.dropped_oldest", count=len(victims), first_seq=victims[0][0],
+              last_seq=victims[-1][0], depth=self._count, max_messages=self.max_messages, max_bytes=self.max_bytes)
+
+    def _meta(self, key: str) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the sqlite3 module's implicit transactions are off)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _exclusive(path: Path) -> int:
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise PublishError(f"result spool {path} is in use by another agent process: stop it, "
+                           "or give this one its own state_dir") from exc
+    return fd

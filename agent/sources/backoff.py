@@ -1,0 +1,30 @@
+"""Reconnect delays: exponential backoff with full jitter, bounded by the source's options."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Backoff:
+    """The n-th consecutive delay is uniform in ``[min_s, min(max_s, min_s * 2**(n+1))]``.
+
+    The jitter spreads a fleet's reconnects after a shared outage (a switch reboot) so the
+    cameras and the broker are not hit in lockstep; the floor keeps a dead camera from
+    being hammered. ``reset()`` after a connection proved healthy.
+    """
+
+    min_s: float
+    max_s: float
+    rand: Callable[[], float] = random.random
+    _attempt: int = field(default=0, init=False)
+
+    def next_delay(self) -> float:
+        ceiling = max(self.min_s, min(self.max_s, self.min_s * 2.0 ** min(self._attempt + 1, 62)))
+        self._attempt += 1
+        return self.min_s + self.rand() * (ceiling - self.min_s)
+
+    def reset(self) -> None:
+        self._attempt = 0

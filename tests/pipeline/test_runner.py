@@ -1,0 +1,156 @@
+"""The pipeline's queueing, ordering, drop and error behaviour, with in-memory stages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from agent.manifest.models import PipelineSpec, QueueSpec
+from agent.pipeline.runner import FrameResult, Pipeline, put_latest
+from agent.predictors.base import Placement, Predictor, TensorInfo
+from agent.sources.base import Frame, Source
+
+
+class CountingSource(Source):
+    """Frames whose pixels encode their index; finite, or live (endless) until closed."""
+
+    def __init__(self, n: int, finite: bool = True, interval_s: float = 0.0) -> None:
+        self.uri = "memory://counting"
+        self.finite = finite
+        self.n = n
+        self.interval_s = interval_s
+        self._closed = threading.Event()
+
+    def frames(self) -> Iterator[Frame]:
+        i = 0
+        while not self._closed.is_set() and (not self.finite or i < self.n):
+            image = np.full((4, 4, 3), i % 256, dtype=np.uint8)
+            yield Frame(image, i, time.time(), time.monotonic(), self.uri)
+            i += 1
+            if self.interval_s:
+                time.sleep(self.interval_s)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class MeanPredictor(Predictor):
+    """Outputs the mean of its input; optionally slow, or failing on chosen values."""
+
+    def __init__(self, delay_s: float = 0.0, fail_on: Sequence[int] = ()) -> None:
+        self.placement = Placement("test", "memory", "cpu", "fp32")
+        self.delay_s = delay_s
+        self.fail_on = set(fail_on)
+
+    @property
+    def inputs(self) -> List[TensorInfo]:
+        return [TensorInfo("x", (-1, 4, 4, 3), "float32")]
+
+    @property
+    def outputs(self) -> List[TensorInfo]:
+        return [TensorInfo("y", (-1,), "float32")]
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        x = feeds["x"]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        means = x.reshape(len(x), -1).mean(axis=1)
+        if any(int(m) in self.fail_on for m in means):
+            raise RuntimeError("boom")
+        return {"y": means}
+
+    def clone(self) -> Predictor:
+        return MeanPredictor(self.delay_s, tuple(self.fail_on))
+
+
+def pre(images: Sequence[np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[Any]]:
+    return {"x": np.stack(images).astype(np.float32)}, [None] * len(images)
+
+
+def post(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> List[Dict[str, Any]]:
+    return [{"mean": float(v)} for v in outputs["y"]]
+
+
+def run(source: Source, predictor: Predictor, **spec: Any) -> Tuple[Pipeline, List[FrameResult]]:
+    results: List[FrameResult] = []
+    pspec = PipelineSpec(name="p", source="memory://", model="m", **spec)
+    pipeline = Pipeline(pspec, source, pre, predictor, post, results.append)
+    pipeline.start()
+    return pipeline, results
+
+
+def test_finite_source_delivers_every_frame_in_order() -> None:
+    pipeline, results = run(CountingSource(50), MeanPredictor())
+    assert pipeline.join(10)
+    assert [r.frame for r in results] == list(range(50))
+    assert [r.outputs["mean"] for r in results] == [float(i) for i in range(50)]
+    snap = pipeline.stats.snapshot()
+    assert snap["frames_processed"] == 50 and snap["dropped"] == 0 and snap["state"] == "finished"
+    assert set(results[0].latency_ms) == {"pre", "infer", "post", "total"}
+
+
+def test_files_never_drop_even_when_inference_is_slow() -> None:
+    pipeline, results = run(CountingSource(20), MeanPredictor(delay_s=0.005), queue=QueueSpec(size=1))
+    assert pipeline.join(10)
+    assert len(results) == 20 and pipeline.stats.dropped == 0
+
+
+def test_live_source_drops_oldest_when_inference_falls_behind() -> None:
+    pipeline, results = run(CountingSource(0, finite=False), MeanPredictor(delay_s=0.02), queue=QueueSpec(size=1))
+    time.sleep(0.5)
+    assert pipeline.stop(5)
+    snap = pipeline.stats.snapshot()
+    assert snap["dropped"] > 0
+    # Every captured frame was processed, dropped, or still queued when the pipeline stopped.
+    assert snap["frames_processed"] + snap["dropped"] <= snap["frames_in"] <= snap["frames_processed"] + snap[
+        "dropped"] + 3
+    frames = [r.frame for r in results]
+    assert frames == sorted(frames)  # dropping never reorders
+
+
+def test_batching_groups_frames_up_to_the_batch_size() -> None:
+    seen: List[int] = []
+
+    class Recording(MeanPredictor):
+        def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+            seen.append(len(feeds["x"]))
+            return super().infer(feeds)
+
+    pipeline, results = run(CountingSource(16), Recording(), batch=4, batch_wait_ms=200, queue=QueueSpec(size=8))
+    assert pipeline.join(10)
+    assert len(results) == 16 and max(seen) == 4 and sum(seen) == 16
+
+
+def test_a_failing_frame_is_counted_and_the_pipeline_goes_on() -> None:
+    pipeline, results = run(CountingSource(10), MeanPredictor(fail_on=[3, 7]))
+    assert pipeline.join(10)
+    assert [r.frame for r in results] == [0, 1, 2, 4, 5, 6, 8, 9]
+    snap = pipeline.stats.snapshot()
+    assert snap["errors"] == 2 and "RuntimeError: boom" in snap["last_error"]
+
+
+def test_every_n_publishes_a_subset() -> None:
+    pipeline, results = run(CountingSource(10), MeanPredictor(), publish={"every_n": 5})
+    assert pipeline.join(10)
+    assert [r.frame for r in results] == [0, 5]
+    assert pipeline.stats.snapshot()["frames_processed"] == 10
+
+
+def test_stop_ends_a_live_pipeline_promptly() -> None:
+    pipeline, _ = run(CountingSource(0, finite=False, interval_s=0.01), MeanPredictor())
+    time.sleep(0.1)
+    started = time.monotonic()
+    assert pipeline.stop(5)
+    assert time.monotonic() - started < 5
+
+
+def test_put_latest_evicts_oldest() -> None:
+    import queue
+
+    q: "queue.Queue[int]" = queue.Queue(maxsize=2)
+    assert put_latest(q, 1) == 0 and put_latest(q, 2) == 0
+    assert put_latest(q, 3) == 1
+    assert [q.get_nowait(), q.get_nowait()] == [2, 3]
