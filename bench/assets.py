@@ -21,6 +21,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from bench.child import child_env
+from bench.options import MODEL_KEYS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,9 +44,6 @@ class BenchModel:
     @classmethod
     def from_dict(cls, doc: Dict[str, object]) -> BenchModel:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})  # type: ignore[arg-type]
-
-
-MODEL_KEYS = ("heavy", "light")
 
 
 def ensure_model(key: str, root: Path) -> BenchModel:
@@ -96,7 +94,7 @@ def ensure_video(path: Path, frames: int, size: Tuple[int, int] = (640, 480), fp
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
     rng = np.random.default_rng(11)

@@ -1,4 +1,4 @@
-"""The limit: the seed's raw predictor loop on one already decoded and pre-processed tensor.
+"""The limit: the seed's raw predictor loop on one ready input tensor.
 
 Nothing but ``copy_from_cpu``, ``run`` and ``copy_to_cpu`` per iteration, with the same Paddle
 configuration as the peer (``bench.seed``): no pipeline can process frames faster than this.
@@ -13,28 +13,21 @@ from typing import Any, Dict, Mapping
 import numpy as np
 
 from bench.child import Meter, StageTimes
-from bench.peer import preprocess
 from bench.seed import create_predictor, run
 
 
-def first_frame_tensor(video: Path, size: Any, mean: Any, std: Any) -> np.ndarray:
-    """The first frame of ``video``, pre-processed as the peer does: real pixels, not zeros."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    ok, frame = cap.read()
-    cap.release()
-    if not ok:
-        raise RuntimeError(f"cannot read a frame from {video}")
-    return preprocess(frame, (int(size[0]), int(size[1])), np.asarray(mean, np.float32),
-                      np.asarray(std, np.float32))
+def input_tensor(size: Any) -> np.ndarray:
+    """A fixed pseudo-random input: dense CNN kernels on the CPU cost the same whatever the values, so
+    the limit depends on the predictor alone, not on a decoder."""
+    width, height = int(size[0]), int(size[1])
+    return np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
 
 
 def run_limit(params: Mapping[str, Any]) -> Dict[str, Any]:
     predictor = create_predictor(Path(params["model"]), Path(params["params"]), int(params["threads"]),
                                  params.get("device", "cpu"), params.get("precision", "fp32"),
                                  Path(params["cache_dir"]) if params.get("cache_dir") else None)
-    x = first_frame_tensor(Path(params["video"]), params["size"], params["mean"], params["std"])
+    x = input_tensor(params["size"])
     for _ in range(int(params.get("warmup", 10))):
         run(predictor, [x])
     iterations = int(params["frames"])

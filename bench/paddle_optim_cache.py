@@ -75,8 +75,17 @@ def _measure_child(model: str, params: str, ir_optim: bool, memory_optim: bool, 
 
     first = run()
     steady = statistics.median(run() for _ in range(10))
+    peak_mb = _peak_rss_mb()
     print(json.dumps({"create_s": created, "first_run_s": first, "ready_s": created + first,
-                      "steady_ms": steady * 1000}))
+                      "steady_ms": steady * 1000, "peak_rss_mb": peak_mb}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's, kept across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _child(model: Path, params: Path, ir_optim: bool, memory_optim: bool, spec_json: str) -> Dict[str, float]:
@@ -128,7 +137,7 @@ def main() -> None:
                 for name, results in runs.items():
                     summary: Dict[str, Any] = {"model": kind, "format": "legacy" if legacy else "pir",
                                                "program": name, "build_s": round(build_s, 3), "runs": len(results)}
-                    for key in ("create_s", "first_run_s", "ready_s", "steady_ms"):
+                    for key in ("create_s", "first_run_s", "ready_s", "steady_ms", "peak_rss_mb"):
                         summary[key] = round(statistics.median(r[key] for r in results), 4)
                     print(json.dumps(summary), flush=True)
 

@@ -291,7 +291,7 @@ default_device_id() {
     if [[ -f $ROOT/etc/hostname ]]; then
         name=$(head -n 1 "$ROOT/etc/hostname")
     else
-        name=$(hostname)
+        name=$(uname -n)
     fi
     name=$(printf '%s' "$name" | LC_ALL=C tr '[:upper:]' '[:lower:]' | LC_ALL=C tr -c 'a-z0-9-' '-' | sed 's/^[^a-z0-9]*//' | cut -c1-63)
     printf '%s' "${name:-edge-device}"
@@ -332,7 +332,8 @@ ensure_venv() {
         # A venv whose Python changed (a JetPack upgrade) cannot be repaired in place.
         on_system rm -rf "$VENV"
         if ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
-            on_system apt-get install -y python3-venv
+            on_system apt-get install -y python3-venv ||
+                die "cannot install python3-venv: run 'apt-get update' first, or install it by hand"
         fi
         on_system "$PYTHON" -m venv --system-site-packages "$VENV"
     fi

@@ -93,7 +93,7 @@ def write_video(path: Path, frames: int = 60, fps: float = 15.0, seed: int = 5) 
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (320, 240))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path}")
     images, _ = synthetic_images(frames // 10 + 1, seed)

@@ -36,13 +36,13 @@ class Broker:
     port: int
     extra_conf: str = ""
     host: str = "127.0.0.1"
-    proc: Optional["subprocess.Popen[bytes]"] = None
+    proc: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def conf_path(self) -> Path:
         return self.workdir / "mosquitto.conf"
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(
@@ -51,9 +51,8 @@ class Broker:
             "persistence false\n"
             f"{self.extra_conf}\n"
         )
-        log = open(self.workdir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)], stdout=log, stderr=log)
-        log.close()
+        with open(self.workdir / "mosquitto.log", "ab") as log:
+            self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)], stdout=log, stderr=log)
         _wait_listening(self.port)
         return self
 

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class ModelPreparer:
         )
 
     # internals --------------------------------------------------------------------
-    def _build_or_hit(self, spec: ModelSpec, precision: str, fp: Fingerprint) -> "tuple[CacheEntry, bool]":
+    def _build_or_hit(self, spec: ModelSpec, precision: str, fp: Fingerprint) -> Tuple[CacheEntry, bool]:
         backend = self.backend_for(spec)
         timer = ProgressTimer(self.progress, spec.name)
 
@@ -163,8 +163,9 @@ class ModelPreparer:
             if not files:
                 raise BuildError(f"model '{spec.name}': validation.inputs matched no images: {spec.validation.inputs}")
             feeds = list(self.feeds(spec, candidate.inputs, files))
-            return run_gate(candidate, reference, feeds, spec.validation.metric,
-                            spec.validation.tolerance.get(precision), spec.postprocess.output, precision)
+            tolerances = {str(k): v for k, v in spec.validation.tolerance.items()}
+            return run_gate(candidate, reference, feeds, spec.validation.metric, tolerances.get(precision),
+                            spec.postprocess.output, precision)
         finally:
             candidate.close()
             reference.close()

@@ -244,10 +244,10 @@ class MqttLink:
 
     @property
     def receive_maximum(self) -> int:
-        """How many unacknowledged QoS>0 publishes the broker accepts at once. After a reconnect paho resends
-        ALL unacknowledged messages at once, ignoring its own in-flight limit; a broker that gets more than this
-        answers "Quota exceeded" (and Mosquitto 2.0 then drops the connection on QoS 2, which repeats on every
-        reconnect). Whoever keeps many messages in flight (the result publisher) must stay below it."""
+        """How many unacknowledged QoS>0 publishes the broker accepts at once. Over it, Mosquitto 2.0 answers
+        "Quota exceeded" and closes the connection; after a reconnect paho resends ALL unacknowledged messages
+        at once, ignoring its own in-flight limit, so that repeats. Whoever keeps many messages in flight (the
+        result publisher) must stay below it."""
         return self._receive_maximum
 
     @property

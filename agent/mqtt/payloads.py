@@ -7,8 +7,10 @@ removing or changing the meaning of one is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import time
 from typing import Any, Dict, Mapping, Optional
 
 from agent.errors import PublishError
@@ -65,9 +67,9 @@ def result_payload(
     ts: float,
     latency_ms: Mapping[str, float],
     outputs: Any,
-    seq: int,
 ) -> Dict[str, Any]:
-    """One processed frame. ``ts`` is the capture time (epoch seconds) and never changes on redelivery."""
+    """One processed frame. ``ts`` is the capture time (epoch seconds) and never changes on redelivery;
+    ``seq`` is added by ``ResultPublisher.publish`` when the result is spooled."""
     missing = [k for k in LATENCY_KEYS if k not in latency_ms]
     if missing:
         raise PublishError(f"latency_ms for pipeline {pipeline!r} lacks {', '.join(missing)}: "
@@ -84,8 +86,17 @@ def result_payload(
         "ts": ts,
         "latency_ms": dict(latency_ms),
         "outputs": outputs,
-        "seq": int(seq),
     }
+
+
+def health_payload(device_id: str, ts: Optional[float] = None, **sections: Any) -> Dict[str, Any]:
+    """The health document: schema, device_id, ts (default: now), then one key per section (agent, manifest,
+    models, pipelines, system, spool, mqtt, ...). Dataclass sections (e.g. ``LinkStats``) become plain dicts."""
+    doc: Dict[str, Any] = {"schema": HEALTH_SCHEMA, "device_id": device_id, "ts": time.time() if ts is None else ts}
+    for name, value in sections.items():
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        doc[name] = dataclasses.asdict(value) if is_instance else value
+    return doc
 
 
 def stamped(doc: Mapping[str, Any], schema: str, device_id: str) -> Dict[str, Any]:

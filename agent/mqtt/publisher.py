@@ -6,6 +6,11 @@ with the DUP flag), or when the agent restarts between delivery and the spool
 delete. Receivers dedupe by ``(device_id, seq)``. Within one topic the
 messages arrive in ``seq`` order: after a reconnect nothing new is sent until
 paho's resends of the earlier connection are acknowledged.
+
+At most ``window`` results are in flight, and never more than the broker's
+Receive Maximum minus ``STATE_HEADROOM``. A result the broker refuses for good
+(MQTT v5 reason code, e.g. not authorized) is removed and counted in
+``rejected``; one refused for now (quota exceeded) is sent again after ``retry_s``.
 """
 
 from __future__ import annotations
@@ -18,15 +23,14 @@ from typing import Any, Dict, List, Mapping
 
 from agent.logs import event
 from agent.mqtt.link import ACKED, REFUSED, REJECTED, MessageProps, MqttLink, PublishTicket
-from agent.mqtt.payloads import RESULT_SCHEMA, encode, result_payload
+from agent.mqtt.payloads import RESULT_SCHEMA, encode
 from agent.mqtt.spool import Spool, SpooledMessage
-from agent.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
 RESULT_PROPS = MessageProps(schema=RESULT_SCHEMA, content_type="application/json")
 # QoS>0 slots below the broker's Receive Maximum left for status, manifest reported and events
-STATE_HEADROOM = -1000
+STATE_HEADROOM = 4
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class PublisherStats:
     spool_dropped: int  # deleted unsent by the spool's size cap (lifetime, persisted)
     spool_oldest_age_s: float
     published: int  # acknowledged by the broker since start
-    rejected: int  # refused by the broker (MQTT v5 failure reason code) and removed since start
+    rejected: int  # refused for good by the broker (MQTT v5 reason code) and removed, since start
     in_flight: int
     last_error: str
 
@@ -48,18 +52,16 @@ class _Sent:
 
 
 class ResultPublisher:
-    """``publish_result()`` from any pipeline thread; one drain thread owns everything sent to the link."""
+    """``publish()`` from any pipeline thread; one drain thread owns everything sent to the link."""
 
-    def __init__(self, spool: Spool, link: MqttLink, topics: Topics, *, window: int = 100,
-                 poll_s: float = 1.0, retry_s: float = 1.0) -> None:
+    def __init__(self, spool: Spool, link: MqttLink, *, window: int = 100, poll_s: float = 1.0,
+                 retry_s: float = 1.0) -> None:
         self.spool = spool
         self.link = link
-        self.topics = topics
         self.window = window
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._retry_at = 0.0
-        self._topic_cache: Dict[str, str] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-drain", daemon=True)
@@ -76,26 +78,12 @@ class ResultPublisher:
     def start(self) -> None:
         self._thread.start()
 
-    def publish_result(
-        self,
-        pipeline: str,
-        model: str,
-        source: str,
-        frame: int,
-        ts: float,
-        latency_ms: Mapping[str, float],
-        outputs: Any,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> int:
-        """Spool one result (durably, before returning) and wake the drain; returns its ``seq``."""
-        topic = self._topic_cache.get(pipeline)
-        if topic is None:
-            topic = self._topic_cache.setdefault(pipeline, self.topics.results(pipeline))
-        device_id = self.topics.device_id
+    def publish(self, topic: str, payload: Mapping[str, Any], qos: int = 1, retain: bool = False) -> int:
+        """Spool one result (committed before this returns) and wake the drain. The spool's sequence number is
+        added to the payload as ``seq``; returns it. Raises PublishError for a payload JSON cannot carry."""
 
         def render(seq: int) -> bytes:
-            return encode(result_payload(device_id, pipeline, model, source, frame, ts, latency_ms, outputs, seq))
+            return encode({**payload, "seq": seq})
 
         seq = self.spool.append(topic, render, qos, retain)
         self._wake.set()
@@ -111,7 +99,7 @@ class ResultPublisher:
             time.sleep(0.01)
         return True
 
-    def close(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Stop the drain thread. Unacknowledged results stay in the spool for the next start."""
         self._stop.set()
         self._wake.set()

@@ -35,6 +35,7 @@ Payload = Union[bytes, Callable[[int], bytes]]
 
 # what max_bytes counts: topic bytes + payload bytes
 _SIZE_SQL = "LENGTH(CAST(topic AS BLOB)) + LENGTH(payload)"
+_INSERT = "INSERT INTO messages (seq, topic, payload, qos, retain, created) VALUES (?,?,?,?,?,?)"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages ("
     " seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
@@ -84,9 +85,12 @@ class Spool:
             with self._transaction():
                 for statement in _SCHEMA:
                     self._db.execute(statement)
-            count, total = self._db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM({_SIZE_SQL}), 0) FROM messages"
+            count, total, last = self._db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM({_SIZE_SQL}), 0), COALESCE(MAX(seq), 0) FROM messages"
             ).fetchone()
+            # appends do not write next_seq (one statement per result); deletes do, so the sequence never
+            # goes back even when every message was delivered
+            self._next_seq = max(self._meta("next_seq"), int(last) + 1)
         except sqlite3.DatabaseError as exc:
             os.close(self._lockfile)
             raise PublishError(f"result spool {path} cannot be opened ({exc}): if it is corrupt, move it away "
@@ -97,21 +101,29 @@ class Spool:
     def append(self, topic: str, payload: Payload, qos: int, retain: bool = False) -> int:
         """Store one message; returns its sequence number. ``payload`` may be a function of that number,
         so a payload can carry its own sequence."""
-        with self._lock, self._transaction():
-            seq = self._meta("next_seq")
-            self._set_meta("next_seq", seq + 1)
+        with self._lock:
+            seq = self._next_seq
             body = payload(seq) if callable(payload) else payload
             size = _size(topic, body)
             if size > self.max_bytes:
-                self._set_meta("dropped", self._meta("dropped") + 1)
+                self._next_seq += 1
+                with self._transaction():
+                    self._set_meta("dropped", self._meta("dropped") + 1)
                 event(log, logging.WARNING, "spool.oversize", seq=seq, topic=topic, bytes=size,
                       max_bytes=self.max_bytes)
                 return seq
-            self._make_room(size)
-            self._db.execute("INSERT INTO messages (seq, topic, payload, qos, retain, created) VALUES (?,?,?,?,?,?)",
-                             (seq, topic, body, qos, int(retain), time.time()))
-            self._count += 1
-            self._bytes += size
+            row = (seq, topic, body, qos, int(retain), time.time())
+            dropped, freed = 0, 0
+            if self._count + 1 > self.max_messages or self._bytes + size > self.max_bytes:
+                with self._transaction():
+                    dropped, freed = self._drop_oldest(size)
+                    self._db.execute(_INSERT, row)
+            else:
+                # the per-result path: one statement, committed on its own
+                self._db.execute(_INSERT, row)
+            self._next_seq = seq + 1
+            self._count += 1 - dropped
+            self._bytes += size - freed
             return seq
 
     def pending(self, limit: int, after: int = 0) -> List[SpooledMessage]:
@@ -131,17 +143,21 @@ class Spool:
         keys = sorted(set(seqs))
         if not keys:
             return
-        with self._lock, self._transaction():
-            # chunks stay under SQLite's old 999-variable limit (JetPack 5 ships SQLite 3.31)
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                count, freed = self._db.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM({_SIZE_SQL}), 0) FROM messages WHERE seq IN ({marks})", chunk
-                ).fetchone()
-                self._db.execute(f"DELETE FROM messages WHERE seq IN ({marks})", chunk)
-                self._count -= int(count)
-                self._bytes -= int(freed)
+        removed, freed = 0, 0
+        with self._lock:
+            with self._transaction():
+                self._set_meta("next_seq", self._next_seq)
+                # chunks stay under SQLite's old 999-variable limit (JetPack 5 ships SQLite 3.31)
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    count, nbytes = self._db.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM({_SIZE_SQL}), 0) FROM messages WHERE seq IN ({marks})", chunk
+                    ).fetchone()
+                    self._db.execute(f"DELETE FROM messages WHERE seq IN ({marks})", chunk)
+                    removed, freed = removed + int(count), freed + int(nbytes)
+            self._count -= removed
+            self._bytes -= freed
 
     def depth(self) -> int:
         with self._lock:
@@ -169,32 +185,32 @@ class Spool:
             self._db.close()
             os.close(self._lockfile)
 
-    def _make_room(self, size: int) -> None:
+    def _drop_oldest(self, size: int) -> Tuple[int, int]:
+        """Inside the caller's transaction: delete the oldest messages so one of ``size`` bytes fits.
+        Returns (messages, bytes) deleted; the caller updates its counters once the transaction committed."""
         excess_count = self._count + 1 - self.max_messages
         excess_bytes = self._bytes + size - self.max_bytes
-        if excess_count <= 0 and excess_bytes <= 0:
-            return
-        victims: List[Tuple[int, int]] = []
-        freed = 0
+        last_seq, dropped, freed = 0, 0, 0
         cursor = self._db.execute(f"SELECT seq, {_SIZE_SQL} FROM messages ORDER BY seq")
         try:
-            while len(victims) < excess_count or freed < excess_bytes:
+            while dropped < excess_count or freed < excess_bytes:
                 rows = cursor.fetchmany(256)
                 if not rows:
                     break
                 for seq, nbytes in rows:
-                    if len(victims) >= excess_count and freed >= excess_bytes:
+                    if dropped >= excess_count and freed >= excess_bytes:
                         break
-                    victims.append((int(seq), int(nbytes)))
-                    freed += int(nbytes)
+                    last_seq, dropped, freed = int(seq), dropped + 1, freed + int(nbytes)
         finally:
             cursor.close()
-        self._db.execute("DELETE FROM messages WHERE seq <= ?", (victims[-1][0],))
-        self._count -= len(victims)
-        self._bytes -= freed
-        self._set_meta("dropped", self._meta("dropped") + len(victims))
-        event(log, logging.WARNING, "spool.dropped_oldest", count=len(victims), first_seq=victims[0][0],
-              last_seq=victims[-1][0], depth=self._count, max_messages=self.max_messages, max_bytes=self.max_bytes)
+        if not dropped:
+            return 0, 0
+        self._set_meta("next_seq", self._next_seq + 1)
+        self._set_meta("dropped", self._meta("dropped") + dropped)
+        self._db.execute("DELETE FROM messages WHERE seq <= ?", (last_seq,))
+        event(log, logging.WARNING, "spool.dropped_oldest", count=dropped, last_seq=last_seq,
+              depth=self._count - dropped, max_messages=self.max_messages, max_bytes=self.max_bytes)
+        return dropped, freed
 
     def _meta(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])

@@ -52,7 +52,7 @@ _END = object()  # end of a finite source
 _POLL_S = 0.1
 
 
-def put_latest(q: "queue.Queue[Any]", item: Any) -> int:
+def put_latest(q: queue.Queue[Any], item: Any) -> int:
     """Put without blocking, evicting the oldest items; returns how many were dropped."""
     dropped = 0
     while True:
@@ -86,8 +86,8 @@ class Pipeline:
         self.sink = sink
         self.stats = stats or PipelineStats(spec.name)
         self._stop = threading.Event()
-        self._frames: "queue.Queue[Any]" = queue.Queue(maxsize=spec.queue.size)
-        self._results: "queue.Queue[Any]" = queue.Queue(maxsize=max(2, spec.queue.size))
+        self._frames: queue.Queue[Any] = queue.Queue(maxsize=spec.queue.size)
+        self._results: queue.Queue[Any] = queue.Queue(maxsize=max(2, spec.queue.size))
         self._drop_when_full = spec.queue.policy == "latest" and not source.finite
         self._threads: List[threading.Thread] = []
         self._error_logged: Dict[str, bool] = {}
@@ -186,7 +186,7 @@ class Pipeline:
             self.stats.state = "finished" if self.source.finite else "stopped"
 
     # helpers -----------------------------------------------------------------------
-    def _enqueue(self, q: "queue.Queue[Any]", item: Any) -> None:
+    def _enqueue(self, q: queue.Queue[Any], item: Any) -> None:
         if self._drop_when_full:
             dropped = put_latest(q, item)
             if dropped:
@@ -199,7 +199,7 @@ class Pipeline:
             except queue.Full:
                 continue
 
-    def _put_end(self, q: "queue.Queue[Any]") -> None:
+    def _put_end(self, q: queue.Queue[Any]) -> None:
         # The end marker must never be dropped, or the downstream stages would wait forever.
         while True:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -18,7 +19,7 @@ def percentiles(values: Iterable[float], qs: Iterable[float] = (50, 95, 99)) -> 
         return {}
     out: Dict[str, float] = {}
     for q in qs:
-        rank = max(0, min(len(data) - 1, int(round(q / 100.0 * len(data) + 0.5)) - 1))
+        rank = max(0, min(len(data) - 1, math.ceil(q / 100.0 * len(data)) - 1))
         out[f"p{int(q)}"] = round(data[rank], 3)
     return out
 

@@ -24,6 +24,7 @@ from agent.mqtt.link import MqttLink
 from agent.mqtt.payloads import health_payload, result_payload
 from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.spool import Spool
+from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
 from agent.pipeline.runner import FrameResult
 from agent.progress import Progress
@@ -61,8 +62,9 @@ class Daemon:
         self.store = ManifestStore(wiring.paths.state_dir)
         self.link = MqttLink(self.config.mqtt, self.topics)
         self.spool = Spool(wiring.paths.state_dir / "spool.sqlite3", self.config.spool.max_bytes,
-                           self.config.spool.max_messages)
+                           self.config.spool.max_messages, synchronous=self.config.spool.synchronous)
         self.publisher = ResultPublisher(self.spool, self.link)
+        self.state = StatePublisher(self.link, self.topics, self.config.health_interval)
         self.collector = HealthCollector.create({"cache_dir": wiring.paths.cache_dir,
                                                  "state_dir": wiring.paths.state_dir})
         self.last_health: Dict[str, Any] = {}
@@ -183,7 +185,7 @@ class Daemon:
     def publish_health(self) -> None:
         try:
             self.last_health = self.health()
-            self.link.publish_health(self.last_health, self.config.health_interval)
+            self.state.health(self.last_health)
         except AgentError as exc:
             event(log, logging.WARNING, "health.failed", error=str(exc))
 

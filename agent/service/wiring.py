@@ -31,12 +31,16 @@ class Paths:
 
 def make_backends(cache_dir: Path) -> Dict[str, Backend]:
     """Every backend this build of the agent knows. Each checks its own capabilities when used."""
+    from agent.engines.tensorrt.calibrator import feeds_from_images
     from agent.predictors.paddle import PaddleBackend
     from agent.predictors.tensorrt import TensorRTBackend
 
+    paddle = PaddleBackend()
     return {
-        "paddle": PaddleBackend(),
-        "tensorrt": TensorRTBackend(timing_cache_dir=cache_dir / ".timing"),
+        "paddle": paddle,
+        "tensorrt": TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
+                                    calibration_feeds=feeds_from_images(calibration_feeds, list_images),
+                                    paddle_reference=paddle.reference),
     }
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from agent.mqtt.link import MqttLink
+from agent.mqtt.payloads import result_payload
 from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.spool import Spool
 from agent.mqtt.topics import Topics
@@ -37,10 +38,11 @@ def main() -> None:
         print("connected", flush=True)
     else:
         spool = Spool(Path(args.spool), 1 << 20, 10_000)
-        publisher = ResultPublisher(spool, link, topics)
+        publisher = ResultPublisher(spool, link)
         publisher.start()
         latency = {"pre": 1.0, "infer": 2.0, "post": 0.5}
-        seqs = [publisher.publish_result("cam", "m", "file.mp4", i, time.time(), latency, {"i": i})
+        seqs = [publisher.publish(topics.results("cam"), result_payload(args.device, "cam", "m", "file.mp4", i,
+                                                                        time.time(), latency, {"i": i}))
                 for i in range(args.count)]
         print(f"spooled {seqs[0]} {seqs[-1]}", flush=True)
     threading.Event().wait()

@@ -138,18 +138,18 @@ def test_refused_results_are_counted_not_retried(tmp_path: Path, deploy_broker: 
     topics = Topics("edge", "dev2")
     link = device_link(deploy_broker, "dev1", topics, password_file="dev1.pass")
     spool = Spool(tmp_path / "spool.db", 1 << 20, 1000)
-    publisher = ResultPublisher(spool, link, topics)
+    publisher = ResultPublisher(spool, link)
     link.start()
     publisher.start()
     try:
         for frame in range(3):
-            publisher.publish_result("cam", "m", "f.mp4", frame, time.time(), {"pre": 0, "infer": 0, "post": 0}, {})
+            publisher.publish(topics.results("cam"), {"frame": frame})
         assert publisher.flush(5), "refused results must not block the spool"
         stats = publisher.stats()
         assert (stats.rejected, stats.published, stats.spool_depth) == (3, 0, 0)
         assert "Not authorized" in stats.last_error
     finally:
-        publisher.close()
+        publisher.stop()
         link.close()
         spool.close()
 

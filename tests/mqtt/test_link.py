@@ -8,12 +8,12 @@ import threading
 from pathlib import Path
 from typing import List
 
-from agent.mqtt.link import ACKED, LOST, InboundMessage, MqttLink
+from agent.mqtt.link import ACKED, LOST, REFUSED, InboundMessage, MqttLink
 from agent.mqtt.payloads import HEALTH_SCHEMA, REPORTED_SCHEMA
 from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
 from tests.mqtt.helpers import Recorder, fast_config, first_message, wait_until
-from tests.support.broker import Broker
+from tests.support.broker import Broker, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = Topics("edge", "dev1", groups=["lobby"])
@@ -154,3 +154,23 @@ def test_mqtt_311_and_qos0_loss_while_disconnected(mqtt_broker: Broker) -> None:
     assert kept.wait(5) and kept.outcome == ACKED
     link.close()
 
+
+
+def test_over_quota_is_refused_for_now_not_rejected(tmp_path: Path) -> None:
+    broker = Broker(workdir=tmp_path / "b", port=free_port(), extra_conf="max_inflight_messages 2").start()
+    try:
+        link = MqttLink(fast_config(broker.port), TOPICS)
+        link.start()
+        assert link.wait_connected(5)
+        broker.stop()
+        assert wait_until(lambda: not link.connected)
+        # queued while down, sent in one burst on reconnect: QoS 2 fill the quota, the QoS 1 after them is over it
+        tickets = [link.publish(TOPICS.events, b"{}", qos=2) for _ in range(10)]
+        over = link.publish(TOPICS.events, b"{}", qos=1)
+        broker.start()
+        assert over.wait(5)
+        assert over.outcome == REFUSED and "Quota exceeded" in over.reason
+        link.close()
+        assert all(t.done() for t in tickets)
+    finally:
+        broker.stop()

@@ -9,10 +9,13 @@ import pytest
 
 from agent.errors import ConfigError, PublishError
 from agent.mqtt.credentials import credentials_dir_from_env, read_password
+from agent.mqtt.link import LinkStats
 from agent.mqtt.payloads import (
+    HEALTH_SCHEMA,
     RESULT_SCHEMA,
     encode,
     health_expiry_s,
+    health_payload,
     latency_block,
     result_payload,
     stamped,
@@ -45,9 +48,9 @@ def test_names_that_would_break_topics_are_config_errors(prefix: str, device: st
 
 def test_result_payload_fields_and_encoding() -> None:
     doc = result_payload("cam-01", "door", "yolo", "/data/a.mp4", 7, 1700000000.25,
-                         latency_block(1.2345, 5.0, 0.5), {"boxes": [[1, 2, 3, 4]]}, seq=42)
+                         latency_block(1.2345, 5.0, 0.5), {"boxes": [[1, 2, 3, 4]]})
     assert set(doc) == {"schema", "device_id", "pipeline", "model", "source", "frame", "ts", "latency_ms",
-                        "outputs", "seq"}
+                        "outputs"}
     assert doc["schema"] == RESULT_SCHEMA
     assert doc["latency_ms"] == {"pre": 1.234, "infer": 5.0, "post": 0.5, "total": 6.734}
     raw = encode(doc)
@@ -65,9 +68,17 @@ def test_bad_results_are_refused_with_a_reason() -> None:
     with pytest.raises(PublishError, match="finite"):
         encode({"schema": RESULT_SCHEMA, "outputs": [math.nan]})
     with pytest.raises(PublishError, match="infer"):
-        result_payload("d", "p", "m", "s", 0, 1.0, {"pre": 1.0, "post": 1.0}, [], 1)
+        result_payload("d", "p", "m", "s", 0, 1.0, {"pre": 1.0, "post": 1.0}, [])
     with pytest.raises(PublishError, match="capture"):
-        result_payload("d", "p", "m", "s", 0, math.inf, latency_block(1, 1, 1), [], 1)
+        result_payload("d", "p", "m", "s", 0, math.inf, latency_block(1, 1, 1), [])
+
+
+def test_health_payload_sections() -> None:
+    doc = health_payload("d", ts=5.0, mqtt=LinkStats(True, 1, 0, "", 0, "5"), spool={"depth": 0})
+    assert doc == {"schema": HEALTH_SCHEMA, "device_id": "d", "ts": 5.0, "spool": {"depth": 0},
+                   "mqtt": {"connected": True, "connects": 1, "disconnects": 0, "last_error": "",
+                            "inbound_dropped": 0, "protocol": "5"}}
+    json.loads(encode(doc))
 
 
 def test_stamped_and_health_expiry() -> None:

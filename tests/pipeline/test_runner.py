@@ -150,7 +150,7 @@ def test_stop_ends_a_live_pipeline_promptly() -> None:
 def test_put_latest_evicts_oldest() -> None:
     import queue
 
-    q: "queue.Queue[int]" = queue.Queue(maxsize=2)
+    q: queue.Queue[int] = queue.Queue(maxsize=2)
     assert put_latest(q, 1) == 0 and put_latest(q, 2) == 0
     assert put_latest(q, 3) == 1
     assert [q.get_nowait(), q.get_nowait()] == [2, 3]

@@ -1,0 +1,182 @@
+"""``edge-agent fleet keygen|sign|publish``: create signing keys, sign a manifest, publish it.
+
+These run on an operator's machine, not on the device: nothing here reads config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.errors import EX_USAGE, FleetError
+from agent.fleet.envelope import TARGET_PATTERN, ModelFile, build_envelope, parse_envelope
+from agent.fleet.keys import generate_private_key, key_id, load_private_key, private_pem, public_b64, public_pem
+from agent.fleet.publish import BrokerTarget, publish_retained
+from agent.manifest.config import DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN
+from agent.manifest.problems import InvalidConfigError
+from agent.manifest.references import file_sha256
+from agent.manifest.yamlload import parse_yaml
+from agent.mqtt.credentials import read_password
+from agent.mqtt.topics import Topics
+
+DEFAULT_KEY_NAME = "fleet-ed25519"
+# Topics builds group topics from an instance; a group publish has no device of its own.
+_OPERATOR = "fleet-operator"
+
+
+def add_fleet_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``fleet`` and its subcommands to ``edge-agent``'s subparsers; each sets ``func``."""
+    fleet = subparsers.add_parser("fleet", help="signed manifest updates: keygen, sign, publish")
+    sub = fleet.add_subparsers(dest="fleet_command", required=True)
+
+    p = sub.add_parser("keygen", help="create an Ed25519 signing key pair; prints the public key (base64)")
+    p.add_argument("--out", type=Path, required=True, help="directory for <name>.key (mode 0600) and <name>.pub")
+    p.add_argument("--name", default=DEFAULT_KEY_NAME, type=_name, help="file name stem (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="wrap a manifest in a signed envelope")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", type=Path, help="private key from 'fleet keygen'")
+    key.add_argument("--unsigned", action="store_true", help="no signature (devices with require_signature: false)")
+    p.add_argument("--manifest", type=Path, required=True, help="the manifest YAML")
+    p.add_argument("--version", type=int, default=None,
+                   help="must equal the manifest's 'version' (default: that version)")
+    p.add_argument("--model-sha", type=Path, action="append", default=[], metavar="PATH",
+                   help="a model file the device must have with this file's sha256; repeatable. PATH must lie "
+                        "under the manifest's directory, which stands for the device's first allowed_model_dirs")
+    p.add_argument("--target", type=_target, default=None, metavar="device:ID|group:NAME",
+                   help="only this device or group may apply it")
+    p.add_argument("--out", required=True, help="envelope JSON file, or - for stdout")
+    p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("publish", help="publish an envelope retained (QoS 1) to a device or a group")
+    p.add_argument("--envelope", type=Path, required=True)
+    dest = p.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--device", type=_topic_name)
+    dest.add_argument("--group", type=_topic_name)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--prefix", type=_prefix, default="edge", help="mqtt.topic_prefix of the devices")
+    p.add_argument("--username", default=None)
+    p.add_argument("--password-file", type=Path, default=None)
+    p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate (PEM): connect with TLS")
+    p.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    p.set_defaults(func=cmd_publish)
+
+
+# commands ------------------------------------------------------------------------------------------------
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    private_path, public_path = out / f"{args.name}.key", out / f"{args.name}.pub"
+    if not args.force:
+        existing = [str(p) for p in (private_path, public_path) if p.exists()]
+        if existing:
+            raise FleetError(f"{', '.join(existing)} already exist; choose another --out or --name, "
+                             "or pass --force to replace them (devices trusting the old key will reject new updates)")
+    private = generate_private_key()
+    public = private.public_key()
+    out.mkdir(parents=True, exist_ok=True)
+    _write(private_path, private_pem(private), 0o600)
+    _write(public_path, public_pem(public), 0o644)
+    print(public_b64(public))
+    print(f"key_id={key_id(public)} private={private_path} public={public_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    manifest_path: Path = args.manifest
+    try:
+        data = manifest_path.read_bytes()
+    except OSError as exc:
+        raise FleetError(f"cannot read the manifest {manifest_path}: {exc.strerror or exc}") from None
+    version = _manifest_version(data, manifest_path)
+    if args.version is not None and args.version != version:
+        raise FleetError(f"--version {args.version} differs from the manifest's version {version}; "
+                         f"set 'version: {args.version}' in {manifest_path}, or drop --version")
+    models = [_model_file(p, manifest_path.parent) for p in args.model_sha]
+    private = load_private_key(args.key) if args.key is not None else None
+    envelope = build_envelope(data, version, private, models, args.target)
+    body = envelope.to_json()
+    if args.out == "-":
+        sys.stdout.buffer.write(body + b"\n")
+    else:
+        Path(args.out).write_bytes(body + b"\n")
+    print(f"version={version} sha256={envelope.sha256} key_id={envelope.key_id or 'unsigned'} "
+          f"models={len(models)} out={args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    try:
+        payload = args.envelope.read_bytes()
+    except OSError as exc:
+        raise FleetError(f"cannot read {args.envelope}: {exc.strerror or exc}") from None
+    envelope = parse_envelope(payload)
+    dest = f"device:{args.device}" if args.device else f"group:{args.group}"
+    if envelope.target is not None and envelope.target != dest:
+        raise FleetError(f"the envelope is for {envelope.target}, not {dest}; sign it again with --target {dest}")
+    topics = Topics(args.prefix, args.device or _OPERATOR)
+    topic = topics.manifest_desired if args.device else topics.group_manifest_desired(args.group)
+    password = None
+    if args.password_file is not None:
+        if args.username is None:
+            print("fleet publish: --password-file needs --username", file=sys.stderr)
+            return EX_USAGE
+        password = read_password(str(args.password_file), None, Path.cwd())
+    broker = BrokerTarget(args.host, args.port, args.username, password, args.tls_ca, args.protocol, args.timeout)
+    publish_retained(payload, topic, broker)
+    print(f"published version={envelope.version} topic={topic}", file=sys.stderr)
+    return 0
+
+
+# helpers ---------------------------------------------------------------------------------------------------
+def _manifest_version(data: bytes, path: Path) -> int:
+    try:
+        doc = parse_yaml(data, str(path))
+    except InvalidConfigError as exc:
+        raise FleetError(str(exc)) from None
+    version: Any = doc.data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise FleetError(f"{path}: 'version' must be a whole number >= 0 (got {version!r})")
+    return version
+
+
+def _model_file(path: Path, manifest_dir: Path) -> ModelFile:
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(manifest_dir))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise FleetError(f"--model-sha {path}: not under the manifest's directory {manifest_dir}; lay the files out "
+                         "as on the device (relative to its first fleet.allowed_model_dirs entry)")
+    try:
+        digest = file_sha256(str(path))
+    except OSError as exc:
+        raise FleetError(f"--model-sha {path}: cannot read it ({exc.strerror or exc})") from None
+    return ModelFile(path=Path(rel).as_posix(), sha256=digest)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    # Created with its final mode: a private key must never exist world-readable, even briefly.
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # --force over an existing file: os.open's mode applies only to new files
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _matching(pattern: str, what: str) -> Any:
+    def check(value: str) -> str:
+        if not re.match(pattern, value):
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}")
+        return value
+    return check
+
+
+_topic_name = _matching(DEVICE_ID_PATTERN, "name (lowercase letters, digits, '-'; at most 63)")
+_prefix = _matching(TOPIC_PREFIX_PATTERN, "topic prefix")
+_name = _matching(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "key file name")
+_target = _matching(TARGET_PATTERN, "target (device:ID or group:NAME)")
+

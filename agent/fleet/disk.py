@@ -1,0 +1,101 @@
+"""The fleet controller's files under ``<state_dir>/fleet/``: staged manifests and handled envelopes.
+
+``manifest-v<version>.yaml`` is a received manifest, written only once it validated; the
+runtime and ``ManifestStore`` read it from there. ``handled.json`` remembers, per desired
+topic, the last envelope that ended ``rejected`` or ``rolled_back``, so the same retained
+message redelivered on every reconnect or restart is not tried (and reported) again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+from agent.errors import FleetError
+from agent.logs import event
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` so that a crash leaves the old or the new content, never a mix."""
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class StagedManifests:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def path_for(self, version: int) -> Path:
+        return self.dir / f"manifest-v{version}.yaml"
+
+    def write(self, version: int, data: bytes) -> Path:
+        path = self.path_for(version)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data)
+        except OSError as exc:
+            raise FleetError(f"cannot write {path}: {exc.strerror or exc}; check that state_dir is writable "
+                             "and has free space") from None
+        return path
+
+    def prune(self, keep: Iterable[Path]) -> None:
+        """Remove staged manifests other than ``keep`` (those still running or restorable)."""
+        kept = {os.path.abspath(p) for p in keep}
+        for path in self.dir.glob("manifest-v*.yaml"):
+            if os.path.abspath(path) not in kept:
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    event(log, logging.WARNING, "fleet.prune_failed", path=str(path), error=str(exc))
+
+
+def payload_digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+class HandledLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: Dict[str, Dict[str, Any]] = self._read()
+
+    def seen(self, topic: str, digest: str) -> bool:
+        entry = self._entries.get(topic)
+        return entry is not None and entry.get("digest") == digest
+
+    def remember(self, topic: str, digest: str, version: Optional[int], status: str, reason: str) -> None:
+        self._entries[topic] = {"digest": digest, "version": version, "status": status, "reason": reason}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(self._entries, indent=1, sort_keys=True).encode("utf-8"))
+        except OSError as exc:
+            # Only costs a repeated attempt after a restart; the update itself was already handled.
+            event(log, logging.WARNING, "fleet.handled_not_saved", path=str(self.path), error=str(exc))
+
+    def _read(self) -> Dict[str, Dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            event(log, logging.WARNING, "fleet.handled_unreadable", path=str(self.path), error=str(exc),
+                  hint="starting empty: known-bad retained updates are tried once more")
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): v for k, v in data.items() if isinstance(v, dict)}

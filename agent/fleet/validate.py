@@ -1,0 +1,72 @@
+"""The ``validating`` step: the manifest an envelope carries, and the model files it lists.
+
+The manifest is loaded like any other, but with every path confined to the allowed model
+directories and relative paths resolved against the first of them. Listed model files must
+be on the device, inside those directories, with the signed hash; fetching a missing file
+from its ``url`` is not implemented, so such an envelope is rejected with a reason that
+says where to copy the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Sequence
+
+from agent.errors import FleetError
+from agent.fleet.disk import StagedManifests
+from agent.fleet.envelope import Envelope, ModelFile
+from agent.manifest.load import LoadedManifest, parse_manifest
+from agent.manifest.paths import absolute, inside
+from agent.manifest.references import file_sha256
+
+
+def stage_manifest(envelope: Envelope, staged: StagedManifests, allowed_dirs: Sequence[Path]) -> LoadedManifest:
+    """The envelope's manifest, loaded and written to ``staged`` once everything about it checks out.
+
+    Raises ``InvalidManifestError`` (one line per problem) or ``FleetError``.
+    """
+    data = envelope.manifest_bytes()
+    base = allowed_dirs[0]
+    loaded = parse_manifest(data, staged.path_for(envelope.version), allowed_dirs, base_dir=base)
+    if loaded.manifest.version != envelope.version:
+        raise FleetError(f"version mismatch: the envelope says {envelope.version}, the manifest says "
+                         f"{loaded.manifest.version}; set 'version: {envelope.version}' in the manifest and "
+                         "sign it again")
+    check_model_files(envelope.models, base, allowed_dirs)
+    staged.write(envelope.version, data)
+    return loaded
+
+
+def check_model_files(models: Sequence[ModelFile], base_dir: Path, allowed_dirs: Sequence[Path]) -> None:
+    """Every problem at once, one line each; a path outside ``allowed_dirs`` is never opened."""
+    problems: List[str] = []
+    for i, model in enumerate(models):
+        problem = _check(model, base_dir, allowed_dirs)
+        if problem is not None:
+            problems.append(f"models[{i}] {model.path}: {problem}")
+    if problems:
+        raise FleetError("\n".join(problems))
+
+
+def _check(model: ModelFile, base_dir: Path, allowed_dirs: Sequence[Path]) -> str | None:
+    if "\x00" in model.path:
+        return "path contains a NUL character"
+    path = absolute(model.path, base_dir)
+    if not inside(path, allowed_dirs):
+        allowed = ", ".join(str(d) for d in allowed_dirs) or "none"
+        return (f"path escapes the allowed model directories (resolves to {os.path.realpath(path)}; allowed: "
+                f"{allowed}); use a path inside them")
+    if not os.path.isfile(path):
+        if model.url:
+            return (f"not on the device ({path}); downloading from {model.url} is not supported yet: "
+                    "copy the file there, then publish again")
+        return f"not on the device ({path}): copy the file there, then publish again"
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if actual != model.sha256:
+        return (f"sha256 mismatch: the envelope expects {model.sha256}, {path} has {actual}; "
+                "copy the right file or sign the envelope again")
+    return None

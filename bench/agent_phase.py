@@ -1,0 +1,207 @@
+"""The agent: the daemon's own pieces, wired the way the daemon wires them, from a video file to a
+local Mosquitto.
+
+A generated ``config.yaml`` + ``manifest.yaml`` go through ``Wiring`` (config, manifest, engine cache,
+``ModelPreparer``) and ``ManifestRuntime`` (predictor from the cache entry, ``Preprocessor``,
+post-processor, ``Pipeline``); results go through ``ResultPublisher`` (disk spool, then ``MqttLink``).
+The daemon's main loop (health, fleet, signals) is left out: it does no per-frame work.
+
+Two wrappers add measurement only: the source is timed around each ``next()`` (decode), and the sink
+around each result's publish (payload, JSON encoding, spool append). The measured window runs from the pipeline's
+start to the broker's acknowledgement of the last result (``publisher.flush``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping
+
+import numpy as np
+import yaml
+
+from agent.manifest.models import PipelineSpec, SourceOptions
+from agent.pipeline.runner import FrameResult
+from agent.sources.base import Frame, Source
+from bench.assets import BenchModel
+from bench.child import Meter, StageTimes
+
+DEVICE_ID = "bench"
+TOPIC_PREFIX = "bench"
+PIPELINE = "video"
+FLUSH_TIMEOUT_S = 60.0
+
+
+class TimedSource(Source):
+    """Delegates to ``inner`` and records how long each frame took to produce (decode)."""
+
+    def __init__(self, inner: Source, times: List[float]) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+        self.finite = inner.finite
+        self._times = times
+
+    def frames(self) -> Iterator[Frame]:
+        frames = self.inner.frames()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            self._times.append((time.perf_counter() - t0) * 1000.0)
+            yield frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def stats(self) -> Dict[str, Any]:
+        return self.inner.stats()
+
+
+def write_config(work: Path, model: BenchModel, video: Path, threads: int, port: int, target: str = "cpu",
+                 precision: str = "fp32") -> Path:
+    """``config.yaml`` + ``manifest.yaml`` under ``work`` for one model and the video; returns the config."""
+    work.mkdir(parents=True, exist_ok=True)
+    width, height = model.size
+    labels = work / "labels.txt"
+    labels.write_text("\n".join(model.labels) + "\n")
+    manifest = {
+        "version": 1,
+        "models": [{
+            "name": model.name, "model": model.model, "params": model.params, "backend": "paddle",
+            "target": target, "precision": precision, "cpu": {"threads": threads},
+            "inputs": [{"name": "x", "shape": [1, 3, height, width]}],
+            "preprocess": {"resize": [width, height], "color": "rgb", "mean": list(model.mean),
+                           "std": list(model.std)},
+            "postprocess": {"type": "classification", "top_k": 1, "labels_file": str(labels)},
+        }],
+        "pipelines": [{"name": PIPELINE, "source": str(video), "model": model.name}],
+    }
+    config = {
+        "device_id": DEVICE_ID, "manifest": "manifest.yaml", "cache_dir": "cache", "state_dir": "state",
+        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": TOPIC_PREFIX},
+    }
+    (work / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def build_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """What ``edge-agent build`` does: prepare the model into the cache, so the measured run is a hit."""
+    from agent.service.wiring import Wiring
+
+    wiring = Wiring.from_files(Path(params["config"]))
+    out: Dict[str, Any] = {}
+    for spec in wiring.loaded.manifest.models:
+        prepared = wiring.preparer.prepare(spec, load=False)
+        p = prepared.placement
+        out[spec.name] = {"hit": prepared.hit, "seconds": round(prepared.seconds, 2), "route": p.route,
+                          "device": p.device, "precision": p.precision, "notes": p.notes}
+    return out
+
+
+def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
+    from agent.mqtt import MqttLink, ResultPublisher, Spool, Topics
+    from agent.mqtt.payloads import result_payload
+    from agent.service.runtime import ManifestRuntime
+    from agent.service.wiring import Wiring
+    from agent.sources import open_source
+
+    wiring = Wiring.from_files(Path(params["config"]))
+    cfg = wiring.config
+    topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+    link = MqttLink(cfg.mqtt, topics)
+    spool = Spool(wiring.paths.state_dir / "spool.sqlite3", cfg.spool.max_bytes, cfg.spool.max_messages)
+    publisher = ResultPublisher(spool, link)
+    link.start()
+    publisher.start()
+    if not link.wait_connected(10.0):
+        raise RuntimeError(f"the agent's MQTT link did not connect to port {cfg.mqtt.port}")
+
+    decode_ms: List[float] = []
+    spool_ms: List[float] = []
+
+    def opener(uri: str, options: SourceOptions, base_dir: Path) -> Source:
+        return TimedSource(open_source(uri, options, base_dir), decode_ms)
+
+    def make_sink(pspec: PipelineSpec) -> Callable[[FrameResult], None]:
+        # the daemon's sink (agent.service.daemon.Daemon._make_sink), plus the timing
+        topic = topics.results(pspec.name)
+        qos, retain = pspec.publish.qos, pspec.publish.retain
+
+        def sink(r: FrameResult) -> None:
+            t0 = time.perf_counter()
+            payload = result_payload(cfg.device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms,
+                                     r.outputs)
+            publisher.publish(topic, payload, qos=qos, retain=retain)
+            spool_ms.append((time.perf_counter() - t0) * 1000.0)
+
+        return sink
+
+    runtime = ManifestRuntime.prepare(wiring.loaded, wiring.preparer, make_sink, opener)
+    try:
+        if runtime.failures:
+            raise RuntimeError(f"the agent could not start: {runtime.failures}")
+        pipeline = runtime.pipelines[PIPELINE]
+        prepared = runtime.models[pipeline.spec.model]
+        feeds = _first_frame_feeds(pipeline.preprocess, Path(params["video"]))
+        for _ in range(int(params.get("warmup", 10))):
+            pipeline.predictor.infer(feeds)
+        meter = Meter()
+        meter.start()
+        runtime.start()
+        pipeline.join()
+        flushed = publisher.flush(FLUSH_TIMEOUT_S)
+        result: Dict[str, Any] = meter.stop(pipeline.stats.processed)
+        if not flushed:
+            raise RuntimeError(f"{spool.depth()} results were not acknowledged within {FLUSH_TIMEOUT_S} s")
+        stats = pipeline.stats.snapshot()
+        times = StageTimes()
+        times.extend("decode", decode_ms)
+        for stage in ("pre", "infer", "post"):
+            times.extend(stage, pipeline.stats.latency_samples(stage))
+        times.extend("spool", spool_ms)
+        times.extend("capture_to_post", pipeline.stats.latency_samples("total"))
+        result["stages_ms"] = times.summary()
+        result["dropped"] = stats["dropped"]
+        result["errors"] = stats["errors"]
+        result["cache_hit"] = prepared.hit
+        result["placement"] = {"route": prepared.placement.route, "device": prepared.placement.device,
+                               "precision": prepared.placement.precision}
+        result["predictor_only"] = _predictor_loop(pipeline.predictor, feeds, int(params["frames"]))
+    finally:
+        runtime.close()
+        publisher.stop()
+        link.close()
+        spool.close()
+    return result
+
+
+def _first_frame_feeds(preprocess: Callable[..., Any], video: Path) -> Dict[str, np.ndarray]:
+    """The agent's own pre-processing of the video's first frame, copied out of its reused buffers."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        raise RuntimeError(f"cannot read a frame from {video}")
+    feeds, _ = preprocess([frame])
+    return {name: np.array(value) for name, value in feeds.items()}
+
+
+def _predictor_loop(predictor: Any, feeds: Mapping[str, np.ndarray], iterations: int) -> Dict[str, Any]:
+    """The agent's predictor alone (``infer`` in a loop): separates its Paddle configuration from the
+    pipeline around it when the agent falls short of the limit."""
+    times = StageTimes()
+    meter = Meter()
+    meter.start()
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        predictor.infer(feeds)
+        times.add("infer", (time.perf_counter() - t0) * 1000.0)
+    out: Dict[str, Any] = meter.stop(iterations)
+    out["stages_ms"] = times.summary()
+    return out

@@ -1,0 +1,30 @@
+"""The benchmark's command-line options, shared by ``python -m bench`` and ``edge-agent bench``.
+
+Imports nothing heavy: the agent's CLI builds its parser from this on every start.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# heavy = ResNet-18 224x224 (inference dominates); light = the demo colour classifier 64x64
+MODEL_KEYS = ("heavy", "light")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work", type=Path, default=Path("var/bench"),
+                        help="models, video, caches and the broker go here; reused by later runs "
+                             "(default: %(default)s)")
+    parser.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS),
+                        help="heavy = ResNet-18 224x224, light = the demo colour classifier 64x64")
+    parser.add_argument("--frames", type=int, default=300,
+                        help="video length = frames per phase (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of limit, peer, agent (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="Paddle CPU threads in all three (default: %(default)s)")
+    parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
+                        help="gpu: Paddle-TensorRT on a Jetson (written for it, not run on a CPU-only machine)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    parser.add_argument("--no-overlap", action="store_true", help="skip the threads-vs-processes measurements")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")

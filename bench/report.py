@@ -1,0 +1,81 @@
+"""The printed report: one table per model, the targets, and the threads-vs-processes figures."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+from bench.runner import PHASE_ORDER, check_targets
+
+# stage rows: (label, peer stage, agent stage); "-" where a phase has no such stage
+_STAGES = (
+    ("decode", "decode", "decode"),
+    ("pre-process", "pre", "pre"),
+    ("inference", "infer", "infer"),
+    ("post-process", "post", "post"),
+    ("publish (peer: until PUBACK; agent: spool append)", "publish", "spool"),
+    ("capture -> post done (agent, incl. queues)", "-", "capture_to_post"),
+)
+
+
+def _pct(stage: Mapping[str, float]) -> str:
+    if not stage:
+        return "-"
+    return f"{stage['p50']:.2f} / {stage['p95']:.2f} / {stage['p99']:.2f}"
+
+
+def model_table(result: Mapping[str, Any]) -> List[str]:
+    s = result["summary"]
+    m = result["model"]
+    rounds = len(result["rounds"])
+    lines = [f"== {m['name']} ({m['key']}, input {m['input'][0]}x{m['input'][1]}), median of {rounds} round(s)",
+             f"{'phase':<8} {'fps':>9} {'cpu cores':>10} {'cpu ms/frame':>13} {'peak RSS MB':>12}"]
+    for phase in PHASE_ORDER:
+        p = s[phase]
+        lines.append(f"{phase:<8} {p['fps']:>9.1f} {p['cpu_cores']:>10.2f} {p['cpu_ms_per_frame']:>13.2f} "
+                     f"{p['peak_rss_mb']:>12.1f}")
+    lines.append(f"agent/limit {s['agent_vs_limit']:.3f}   agent/peer {s['agent_vs_peer']:.3f}   "
+                 f"agent RSS overhead {s['agent_rss_overhead_mb']:+.1f} MB   "
+                 f"agent predictor alone {s['agent_predictor_only_fps']:.1f} fps")
+    lines.append(f"{'stage, ms p50 / p95 / p99':<52} {'limit':>24} {'peer':>24} {'agent':>24}")
+    stages = s["stages_ms"]
+    for label, peer_key, agent_key in _STAGES:
+        limit = _pct(stages["limit"].get("infer", {})) if peer_key == "infer" else "-"
+        lines.append(f"{label:<52} {limit:>24} {_pct(stages['peer'].get(peer_key, {})):>24} "
+                     f"{_pct(stages['agent'].get(agent_key, {})):>24}")
+    lines.append(f"{'end to end: capture -> result at subscriber':<52} {'-':>24} {_pct(s['e2e_ms']['peer']):>24} "
+                 f"{_pct(s['e2e_ms']['agent']):>24}")
+    return lines
+
+
+def overlap_table(overlap: Mapping[str, Any]) -> List[str]:
+    if not overlap:
+        return []
+    g, sc, h, d = overlap["gil"], overlap["scaling"], overlap["handoff"], overlap["decode_overlap"]
+    return [
+        f"== threads vs processes ({overlap['model']})",
+        f"GIL probe: a Python counter keeps {g['counter_ratio']:.0%} of its rate while another thread runs "
+        f"predictor.run() ({g['runs_meanwhile']} runs meanwhile)",
+        f"1 predictor, 1 Paddle thread: {sc['one_thread_fps']:.1f} fps; 2 threads (clone): {sc['two_threads_fps']:.1f} "
+        f"fps; 2 processes: {sc['two_processes_fps']:.1f} fps; 1 predictor, 2 Paddle threads: "
+        f"{sc['one_predictor_two_paddle_threads_fps']:.1f} fps",
+        f"frame hand-off (640x480x3): thread queue {h['thread_queue_us_per_frame']:.0f} us, "
+        f"process queue {h['process_queue_us_per_frame']:.0f} us",
+        f"decode {d['frames_decoded']} frames + {d['inferences']} inferences: sequential {d['sequential_s']:.2f} s, "
+        f"two threads {d['overlapped_s']:.2f} s (x{d['speedup']:.2f})",
+    ]
+
+
+def render(doc: Dict[str, Any]) -> str:
+    m = doc["machine"]
+    st = doc["settings"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
+             f"paddlepaddle {m['paddlepaddle']}, opencv {m['opencv']}, paho-mqtt {m['paho-mqtt']}, {m['broker']}",
+             f"settings: {st['frames']} frames 640x480 MJPG, Paddle threads {st['threads']}, target {st['target']}, "
+             f"precision {st['precision']}, load average at start {m['loadavg_at_start']}", ""]
+    for result in doc["models"].values():
+        lines += [*model_table(result), ""]
+    lines += overlap_table(doc.get("overlap", {}))
+    lines += ["", "targets:"]
+    for target, met, figures in check_targets(doc):
+        lines.append(f"  [{'met' if met else 'MISSED'}] {target}: {figures}")
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""Orchestrates one benchmark run: assets, a local Mosquitto, the phases in child processes, a summary.
+
+For each model, rounds of (limit, peer, agent) run back to back, each phase in a fresh process; the
+summary takes the median over rounds, and each ratio is the median of the per-round ratios (phases of
+one round run within seconds of each other, so a load change on the machine hits them alike).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from agent.demo.broker import Broker, free_port
+from bench.agent_phase import write_config
+from bench.assets import BenchModel, ensure_model, ensure_video
+from bench.child import run_phase, summarize
+from bench.options import MODEL_KEYS
+from bench.receipts import Receipts, latencies_ms
+
+PHASE_ORDER = ("limit", "peer", "agent")
+RECEIPT_WAIT_S = 10.0
+# The targets of the issue: agent >= peer everywhere, >= 95% of the limit where inference
+# dominates, and less than 60 MB of RSS on top of the predictor itself.
+TARGET_HEAVY_LIMIT_RATIO = 0.95
+TARGET_RSS_OVERHEAD_MB = 60.0
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    work: Path
+    models: Tuple[str, ...] = MODEL_KEYS
+    frames: int = 300
+    threads: int = 2
+    repeat: int = 3
+    target: str = "cpu"
+    precision: str = "fp32"
+    overlap: bool = True
+    overlap_iterations: int = 40
+
+    def check(self) -> None:
+        unknown = [m for m in self.models if m not in MODEL_KEYS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KEYS)}")
+        if self.frames < 10 or self.repeat < 1 or self.threads < 1 or self.overlap_iterations < 2:
+            raise ValueError("need frames >= 10, repeat >= 1, threads >= 1 and overlap_iterations >= 2")
+
+
+def machine_info() -> Dict[str, Any]:
+    """What the numbers were measured on; the Paddle version without importing Paddle here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    try:
+        probe = subprocess.run([mosquitto, "-h"], capture_output=True, text=True, timeout=10)
+        broker = (probe.stdout or probe.stderr).splitlines()[0].strip()
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        broker = "unknown"
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "paddlepaddle": pkg("paddlepaddle") if pkg("paddlepaddle") != "not installed" else pkg("paddlepaddle-gpu"),
+        "opencv": pkg("opencv-python-headless"), "paho-mqtt": pkg("paho-mqtt"), "broker": broker,
+        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def run_benchmark(settings: BenchSettings, log: Log) -> Dict[str, Any]:
+    settings.check()
+    work = settings.work.resolve()
+    started = time.time()
+    log(f"machine: {machine_info()['cpu']}, {os.cpu_count()} cores; work dir {work}")
+    video = ensure_video(work / "video.avi", settings.frames)
+    broker = Broker(work / "broker", free_port()).start()
+    try:
+        receipts = Receipts(broker.host, broker.port, "bench/#").start()
+        try:
+            models = {key: _bench_model(settings, key, video, broker.port, receipts, log) for key in settings.models}
+            overlap = _overlap(settings, video, log) if settings.overlap else {}
+        finally:
+            receipts.stop()
+    finally:
+        broker.stop()
+    return {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+            "machine": machine_info(), "duration_s": round(time.time() - started, 1), "models": models,
+            "overlap": overlap}
+
+
+def _phase_params(settings: BenchSettings, model: BenchModel, video: Path, port: int, config: Path) -> Dict[str, Any]:
+    return {"model": model.model, "params": model.params, "size": list(model.size), "mean": list(model.mean),
+            "std": list(model.std), "labels": list(model.labels), "threads": settings.threads,
+            "device": "gpu" if settings.target != "cpu" else "cpu", "precision": settings.precision,
+            "cache_dir": str(config.parent / "seed-cache"), "video": str(video), "frames": settings.frames,
+            "host": "127.0.0.1", "port": port, "config": str(config)}
+
+
+def _bench_model(settings: BenchSettings, key: str, video: Path, port: int, receipts: Receipts,
+                 log: Log) -> Dict[str, Any]:
+    model = ensure_model(key, settings.work.resolve() / "models")
+    config = write_config(settings.work.resolve() / "agent" / key, model, video, settings.threads, port,
+                          settings.target, settings.precision)
+    params = _phase_params(settings, model, video, port, config)
+    build = run_phase("agent-build", params)
+    log(f"{model.name}: agent cache prepared {build}")
+    rounds: List[Dict[str, Any]] = []
+    for r in range(settings.repeat):
+        one: Dict[str, Any] = {}
+        for phase in PHASE_ORDER:
+            receipts.take()
+            result = run_phase(phase, params)
+            if phase != "limit":
+                receipts.wait_for(result["frames"], RECEIPT_WAIT_S)
+                rows = receipts.take()
+                result["received"] = len(rows)
+                result["e2e_ms"] = summarize(latencies_ms(rows))
+            one[phase] = result
+            log(f"{model.name} round {r + 1}/{settings.repeat} {phase}: {result['fps']:.1f} fps "
+                f"(load {result['loadavg_start']:.1f})")
+        rounds.append(one)
+    return {"model": {"name": model.name, "key": key, "input": list(model.size), "program": model.model},
+            "build": build, "rounds": rounds, "summary": summarize_rounds(rounds)}
+
+
+def summarize_rounds(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Medians over rounds, per-round ratios, and the stage figures of the round with the median agent fps."""
+    def med(phase: str, key: str) -> float:
+        return round(statistics.median(float(r[phase][key]) for r in rounds), 3)
+
+    summary: Dict[str, Any] = {phase: {k: med(phase, k) for k in ("fps", "cpu_cores", "cpu_ms_per_frame",
+                                                                   "peak_rss_mb")}
+                               for phase in PHASE_ORDER}
+    summary["agent_predictor_only_fps"] = round(statistics.median(
+        float(r["agent"]["predictor_only"]["fps"]) for r in rounds), 2)
+    summary["agent_vs_limit"] = round(statistics.median(r["agent"]["fps"] / r["limit"]["fps"] for r in rounds), 3)
+    summary["agent_vs_peer"] = round(statistics.median(r["agent"]["fps"] / r["peer"]["fps"] for r in rounds), 3)
+    summary["agent_rss_overhead_mb"] = round(statistics.median(
+        r["agent"]["peak_rss_mb"] - r["limit"]["peak_rss_mb"] for r in rounds), 1)
+    typical = sorted(rounds, key=lambda r: r["agent"]["fps"])[len(rounds) // 2]
+    summary["stages_ms"] = {phase: typical[phase]["stages_ms"] for phase in PHASE_ORDER}
+    summary["e2e_ms"] = {phase: typical[phase].get("e2e_ms", {}) for phase in ("peer", "agent")}
+    return summary
+
+
+def check_targets(doc: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
+    """(target, met, figures) for every model benchmarked."""
+    out: List[Tuple[str, bool, str]] = []
+    for key, result in doc["models"].items():
+        s = result["summary"]
+        name = result["model"]["name"]
+        out.append((f"{name}: agent >= peer", s["agent_vs_peer"] >= 1.0, f"agent/peer = {s['agent_vs_peer']:.3f}"))
+        if key == "heavy":
+            out.append((f"{name}: agent >= {TARGET_HEAVY_LIMIT_RATIO:.0%} of limit",
+                        s["agent_vs_limit"] >= TARGET_HEAVY_LIMIT_RATIO, f"agent/limit = {s['agent_vs_limit']:.3f}"))
+        out.append((f"{name}: agent RSS overhead < {TARGET_RSS_OVERHEAD_MB:.0f} MB",
+                    s["agent_rss_overhead_mb"] < TARGET_RSS_OVERHEAD_MB, f"+{s['agent_rss_overhead_mb']:.1f} MB"))
+    return out
+
+
+def _overlap(settings: BenchSettings, video: Path, log: Log) -> Dict[str, Any]:
+    key = "heavy" if "heavy" in settings.models else settings.models[0]
+    model = ensure_model(key, settings.work.resolve() / "models")
+    log(f"threads vs processes, on {model.name}")
+    params = {"model": model.model, "params": model.params, "size": list(model.size), "video": str(video),
+              "frames": settings.frames, "iterations": settings.overlap_iterations}
+    result = run_phase("probe", params)
+    result["model"] = model.name
+    return result
+
+
+def stderr_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,76 @@
+"""The benchmark end to end with tiny settings: every figure is produced. No timing assertions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.errors import EX_USAGE
+from agent.service.bench_cmd import BenchUnavailable, configure_bench_parser, run_bench_command
+from bench.report import render
+from bench.runner import PHASE_ORDER, BenchSettings, check_targets, run_benchmark
+
+STAGES = {"limit": {"infer"}, "peer": {"decode", "pre", "infer", "post", "publish", "total"},
+          "agent": {"decode", "pre", "infer", "post", "spool", "capture_to_post"}}
+PERCENTILES = {"p50", "p95", "p99", "mean"}
+
+
+@pytest.mark.slow
+def test_light_model_produces_every_figure(tmp_path: Path) -> None:
+    settings = BenchSettings(work=tmp_path / "work", models=("light",), frames=20, repeat=1, overlap_iterations=4)
+    lines: list = []
+    doc = run_benchmark(settings, lines.append)
+    json.dumps(doc)  # the --json file must be writable
+
+    result = doc["models"]["light"]
+    assert result["build"]["colour"]["device"] == "cpu"
+    (one,) = result["rounds"]
+    for phase in PHASE_ORDER:
+        figures = one[phase]
+        assert figures["frames"] == 20
+        assert figures["fps"] > 0 and figures["cpu_s"] > 0 and figures["peak_rss_mb"] > 0
+        assert set(figures["stages_ms"]) == STAGES[phase]
+        for stage in figures["stages_ms"].values():
+            assert set(stage) == PERCENTILES
+    for phase in ("peer", "agent"):
+        assert one[phase]["received"] == 20
+        assert set(one[phase]["e2e_ms"]) == PERCENTILES
+    assert one["agent"]["cache_hit"] is True
+    assert one["agent"]["dropped"] == 0 and one["agent"]["errors"] == 0
+    assert one["agent"]["predictor_only"]["fps"] > 0
+
+    summary = result["summary"]
+    for key in ("agent_vs_limit", "agent_vs_peer", "agent_rss_overhead_mb", "agent_predictor_only_fps"):
+        assert isinstance(summary[key], float)
+
+    overlap = doc["overlap"]
+    assert overlap["gil"]["counter_alone_per_s"] > 0
+    assert set(overlap["scaling"]) == {"one_thread_fps", "two_threads_fps", "two_processes_fps",
+                                       "one_predictor_two_paddle_threads_fps"}
+    assert all(v > 0 for v in overlap["scaling"].values())
+    assert overlap["handoff"]["thread_queue_us_per_frame"] > 0 < overlap["handoff"]["process_queue_us_per_frame"]
+    assert overlap["decode_overlap"]["frames_decoded"] == 20
+
+    text = render(doc)
+    for needle in ("agent/limit", "agent/peer", "end to end", "threads vs processes", "targets:"):
+        assert needle in text
+    assert len(check_targets(doc)) == 2  # light: agent >= peer, RSS overhead (the 95% target is heavy only)
+    assert any("round 1/1 agent" in line for line in lines)
+
+
+def test_cli_options_and_bad_settings(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    configure_bench_parser(parser)
+    args = parser.parse_args(["--work", str(tmp_path), "--models", "light", "--frames", "5"])
+    assert args.func is run_bench_command
+    assert run_bench_command(args) == EX_USAGE  # fewer than 10 frames is refused before any work
+
+
+def test_missing_bench_package_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bench.__main__", None)  # what an installation without bench/ sees
+    with pytest.raises(BenchUnavailable, match="python -m bench"):
+        run_bench_command(argparse.Namespace())
