@@ -24,7 +24,7 @@ from agent.manifest.models import PipelineSpec, SourceOptions
 from agent.pipeline.runner import FrameResult
 from agent.sources.base import Frame, Source
 from bench.assets import BenchModel
-from bench.child import Meter, StageTimes
+from bench.child import Meter, StageTimes, rss_mb
 
 DEVICE_ID = "bench"
 TOPIC_PREFIX = "bench"
@@ -140,7 +140,9 @@ def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
 
         return sink
 
+    memory = {"wiring": rss_mb()}
     runtime = ManifestRuntime.prepare(wiring.loaded, wiring.preparer, make_sink, opener)
+    memory["predictor"] = rss_mb()
     try:
         if runtime.failures:
             raise RuntimeError(f"the agent could not start: {runtime.failures}")
@@ -149,12 +151,15 @@ def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
         feeds = _first_frame_feeds(pipeline.preprocess, Path(params["video"]))
         for _ in range(int(params.get("warmup", 10))):
             pipeline.predictor.infer(feeds)
+        memory["warm"] = rss_mb()
         meter = Meter()
         meter.start()
         runtime.start()
         pipeline.join()
         flushed = publisher.flush(FLUSH_TIMEOUT_S)
         result: Dict[str, Any] = meter.stop(pipeline.stats.processed)
+        memory["end"] = rss_mb()
+        result["rss_mb"] = memory
         if not flushed:
             raise RuntimeError(f"{spool.depth()} results were not acknowledged within {FLUSH_TIMEOUT_S} s")
         stats = pipeline.stats.snapshot()

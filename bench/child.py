@@ -2,8 +2,8 @@
 GIL shared with the orchestrator (which runs the MQTT subscriber).
 
 ``run_phase(name, params)`` starts ``python -m bench.child NAME PARAMS_JSON OUT_JSON`` and returns the
-phase's result dict, to which the child adds ``peak_rss_mb`` (``ru_maxrss`` of the whole process
-lifetime: imports, predictor creation and the run).
+phase's result dict, to which the child adds ``peak_rss_mb`` (the peak of the whole process lifetime:
+imports, predictor creation and the run).
 """
 
 from __future__ import annotations
@@ -48,7 +48,22 @@ def _cpu_seconds() -> float:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident set: VmHWM, which exec resets (``ru_maxrss`` keeps the forking
+    parent's peak across exec, so it could report the orchestrator's memory)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)  # Linux reports KiB
+
+
+def rss_mb() -> float:
+    """The resident set now, for the memory checkpoints of a phase."""
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 @dataclass

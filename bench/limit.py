@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from bench.child import Meter, StageTimes
+from bench.child import Meter, StageTimes, rss_mb
 from bench.seed import create_predictor, run
 
 
@@ -27,9 +27,11 @@ def run_limit(params: Mapping[str, Any]) -> Dict[str, Any]:
     predictor = create_predictor(Path(params["model"]), Path(params["params"]), int(params["threads"]),
                                  params.get("device", "cpu"), params.get("precision", "fp32"),
                                  Path(params["cache_dir"]) if params.get("cache_dir") else None)
+    memory = {"predictor": rss_mb()}
     x = input_tensor(params["size"])
     for _ in range(int(params.get("warmup", 10))):
         run(predictor, [x])
+    memory["warm"] = rss_mb()
     iterations = int(params["frames"])
     times = StageTimes()
     meter = Meter()
@@ -39,5 +41,7 @@ def run_limit(params: Mapping[str, Any]) -> Dict[str, Any]:
         run(predictor, [x])
         times.add("infer", (time.perf_counter() - t0) * 1000.0)
     result: Dict[str, Any] = meter.stop(iterations)
+    memory["end"] = rss_mb()
+    result["rss_mb"] = memory
     result["stages_ms"] = times.summary()
     return result

@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bench.child import Meter, StageTimes
+from bench.child import Meter, StageTimes, rss_mb
 from bench.seed import create_predictor, run
 
 TOPIC = "bench/peer/results"
@@ -83,9 +83,11 @@ def run_phase(params: Mapping[str, Any]) -> Dict[str, Any]:
     predictor = create_predictor(Path(params["model"]), Path(params["params"]), int(params["threads"]),
                                  params.get("device", "cpu"), params.get("precision", "fp32"),
                                  Path(params["cache_dir"]) if params.get("cache_dir") else None)
+    memory = {"predictor": rss_mb()}
     warm = np.zeros((1, 3, size[1], size[0]), np.float32)
     for _ in range(int(params.get("warmup", 10))):
         run(predictor, [warm])
+    memory["warm"] = rss_mb()
     client = connect(params["host"], int(params["port"]), "bench-peer")
     cap = cv2.VideoCapture(str(params["video"]))
     times = StageTimes()
@@ -93,6 +95,8 @@ def run_phase(params: Mapping[str, Any]) -> Dict[str, Any]:
     meter.start()
     frames = peer_loop(predictor, cap, client, size, mean, std, params["labels"], times)
     result: Dict[str, Any] = meter.stop(frames)
+    memory["end"] = rss_mb()
+    result["rss_mb"] = memory
     cap.release()
     client.loop_stop()
     client.disconnect()

@@ -7,6 +7,9 @@ import pytest
 
 from tests.support.broker import Broker, free_port
 
+# Real Paddle models exported once per session (PIR and legacy formats): paddle_models, onnx_classifier.
+pytest_plugins = ["tests.support.models"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hardware: needs a Jetson or NVIDIA GPU with TensorRT; skipped elsewhere")

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -96,7 +97,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         p = prepared.placement
         print(
             f"model={spec.name} cache={'hit' if prepared.hit else 'miss'} key={prepared.key} "
-            f"precision={prepared.precision} device={p.device} route={p.route} time={prepared.seconds:.2f}s"
+            f"device={p.device} precision={p.precision} route={p.route} time={prepared.seconds:.2f}s "
+            f"requested={spec.target}/{prepared.precision}"
             + "".join(f" note={json.dumps(n)}" for n in p.notes),
             flush=True,
         )
@@ -122,6 +124,8 @@ def _print_progress(progress: object) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # Paddle warns about ccache on every import; it concerns building Paddle extensions, not us.
+    warnings.filterwarnings("ignore", message="No ccache found")
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from agent.errors import AgentError
 from agent.manifest.config import AgentConfig
@@ -105,7 +105,3 @@ class RuntimeApply:
 
         return ManifestRuntime.prepare(loaded, self.preparer, make_sink, open_source, strict=strict)
 
-
-def results_versions(payloads: "list[bytes]", after: Optional[int] = None) -> "list[int]":
-    """The manifest version of each result, skipping the first ``after`` results."""
-    return [json.loads(p)["version"] for p in payloads[after or 0:]]

@@ -12,6 +12,7 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
+from agent.errors import ConfigError
 from agent.fleet.controller import ApplyFn
 from agent.fleet.envelope import ModelFile
 from agent.fleet.keys import key_id
@@ -226,3 +227,11 @@ def test_empty_payload_clears_nothing_and_reports_nothing(fleet: Fleet) -> None:
     dev = fleet.device()
     assert dev.controller.process(InboundMessage("edge/dev1/manifest/desired", b"", 1, False)) is None
     assert dev.steps() == []
+
+
+def test_bad_trust_configuration_fails_at_start_up(tmp_path: Path, mqtt_broker: Broker) -> None:
+    write_model_files(tmp_path / "models")
+    (tmp_path / "bad.pub").write_text("not a key")
+    config = make_config(tmp_path, ["bad.pub"], **device_mqtt(mqtt_broker.port))
+    with pytest.raises(ConfigError, match=r"fleet.public_keys\[0\] \(.*bad.pub\): expected a PEM public key"):
+        FleetDevice(config, tmp_path / "state")
