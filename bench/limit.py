@@ -29,7 +29,7 @@ def run_limit(params: Mapping[str, Any]) -> Dict[str, Any]:
                                  Path(params["cache_dir"]) if params.get("cache_dir") else None)
     memory = {"predictor": rss_mb()}
     x = input_tensor(params["size"])
-    for _ in range(int(params.get("warmup", 10))):
+    for _ in range(int(params["warmup"])):
         run(predictor, [x])
     memory["warm"] = rss_mb()
     iterations = int(params["frames"])

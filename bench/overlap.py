@@ -27,6 +27,7 @@ from bench.limit import input_tensor
 from bench.seed import create_predictor, run
 
 COUNT_S = 1.0
+WARM_RUNS = 3
 HANDOFF_FRAMES = 200
 
 
@@ -42,16 +43,19 @@ def _count_for(seconds: float) -> float:
 def gil_probe(predictor: Any, x: np.ndarray) -> Dict[str, float]:
     alone = _count_for(COUNT_S)
     stop = threading.Event()
+    warm = threading.Event()
     runs = [0]
 
     def infer() -> None:
+        _warm_up(predictor, x)
+        warm.set()
         while not stop.is_set():
             run(predictor, [x])
             runs[0] += 1
 
     worker = threading.Thread(target=infer)
     worker.start()
-    time.sleep(0.05)  # let the first run() start
+    warm.wait()
     during = _count_for(COUNT_S)
     stop.set()
     worker.join()
@@ -59,7 +63,14 @@ def gil_probe(predictor: Any, x: np.ndarray) -> Dict[str, float]:
             "counter_ratio": round(during / alone, 3), "runs_meanwhile": runs[0]}
 
 
+def _warm_up(predictor: Any, x: np.ndarray) -> None:
+    """Paddle's oneDNN caches primitives per thread: the first runs in a new thread are slow."""
+    for _ in range(WARM_RUNS):
+        run(predictor, [x])
+
+
 def _timed_runs(predictor: Any, x: np.ndarray, n: int, barrier: Any, spans: List[Tuple[float, float]]) -> None:
+    _warm_up(predictor, x)
     barrier.wait()
     t0 = time.monotonic()
     for _ in range(n):
@@ -70,8 +81,6 @@ def _timed_runs(predictor: Any, x: np.ndarray, n: int, barrier: Any, spans: List
 def _process_worker(model: str, params: str, size: Tuple[int, int], n: int, barrier: Any, out: Any) -> None:
     predictor = create_predictor(Path(model), Path(params), 1)
     x = input_tensor(size)
-    for _ in range(3):
-        run(predictor, [x])
     spans: List[Tuple[float, float]] = []
     _timed_runs(predictor, x, n, barrier, spans)
     out.put(spans[0])
@@ -87,9 +96,6 @@ def scaling(params: Mapping[str, Any], n: int) -> Dict[str, float]:
     x = input_tensor(size)
     one = create_predictor(Path(model), Path(weights), 1)
     two = one.clone()
-    for p in (one, two):
-        for _ in range(3):
-            run(p, [x])
     out: Dict[str, float] = {}
     spans: List[Tuple[float, float]] = []
     _timed_runs(one, x, n, threading.Barrier(1), spans)
@@ -117,8 +123,6 @@ def scaling(params: Mapping[str, Any], n: int) -> Dict[str, float]:
     out["two_processes_fps"] = _fps(2 * (n // 2), pspans)
 
     both = create_predictor(Path(model), Path(weights), 2)
-    for _ in range(3):
-        run(both, [x])
     spans = []
     _timed_runs(both, x, n, threading.Barrier(1), spans)
     out["one_predictor_two_paddle_threads_fps"] = _fps(n, spans)
@@ -201,8 +205,7 @@ def run_probe(params: Mapping[str, Any]) -> Dict[str, Any]:
     size = (int(params["size"][0]), int(params["size"][1]))
     x = input_tensor(size)
     single = create_predictor(Path(params["model"]), Path(params["params"]), 1)
-    for _ in range(3):
-        run(single, [x])
+    _warm_up(single, x)
     cap = cv2.VideoCapture(str(params["video"]))
     ok, frame = cap.read()
     cap.release()

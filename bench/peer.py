@@ -85,7 +85,7 @@ def run_phase(params: Mapping[str, Any]) -> Dict[str, Any]:
                                  Path(params["cache_dir"]) if params.get("cache_dir") else None)
     memory = {"predictor": rss_mb()}
     warm = np.zeros((1, 3, size[1], size[0]), np.float32)
-    for _ in range(int(params.get("warmup", 10))):
+    for _ in range(int(params["warmup"])):
         run(predictor, [warm])
     memory["warm"] = rss_mb()
     client = connect(params["host"], int(params["port"]), "bench-peer")

@@ -21,7 +21,7 @@ class Receipts:
     port: int
     topic_filter: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _rows: List[Tuple[float, float]] = field(default_factory=list)  # (receive wall time, capture ts)
+    _rows: List[Tuple[float, float, int]] = field(default_factory=list)  # (receive wall time, capture ts, frame)
     _client: Optional[Any] = None
     _ready: threading.Event = field(default_factory=threading.Event)
 
@@ -43,13 +43,14 @@ class Receipts:
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         received = time.time()
         try:
-            ts = float(json.loads(message.payload)["ts"])
+            doc = json.loads(message.payload)
+            row = (received, float(doc["ts"]), int(doc["frame"]))
         except (ValueError, KeyError, TypeError):
             return  # not a result (e.g. a status message)
         with self._lock:
-            self._rows.append((received, ts))
+            self._rows.append(row)
 
-    def take(self) -> List[Tuple[float, float]]:
+    def take(self) -> List[Tuple[float, float, int]]:
         """Every receipt since the last call."""
         with self._lock:
             rows, self._rows = self._rows, []
@@ -70,5 +71,6 @@ class Receipts:
             self._client = None
 
 
-def latencies_ms(rows: List[Tuple[float, float]]) -> List[float]:
-    return [(received - ts) * 1000.0 for received, ts in rows]
+def latencies_ms(rows: List[Tuple[float, float, int]], skip_frames: int) -> List[float]:
+    """Capture -> receipt of every result whose frame index is at least ``skip_frames`` (the warm-up)."""
+    return [(received - ts) * 1000.0 for received, ts, frame in rows if frame >= skip_frames]

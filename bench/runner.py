@@ -27,6 +27,7 @@ from bench.receipts import Receipts, latencies_ms
 
 PHASE_ORDER = ("limit", "peer", "agent")
 RECEIPT_WAIT_S = 10.0
+WARMUP = 10  # inferences before the limit and the peer; frames the agent's window skips (bench.agent_phase)
 # The targets of the issue: agent >= peer everywhere, >= 95% of the limit where inference
 # dominates, and less than 60 MB of RSS on top of the predictor itself.
 TARGET_HEAVY_LIMIT_RATIO = 0.95
@@ -51,8 +52,8 @@ class BenchSettings:
         unknown = [m for m in self.models if m not in MODEL_KEYS]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KEYS)}")
-        if self.frames < 10 or self.repeat < 1 or self.threads < 1 or self.overlap_iterations < 2:
-            raise ValueError("need frames >= 10, repeat >= 1, threads >= 1 and overlap_iterations >= 2")
+        if self.frames < 2 * WARMUP or self.repeat < 1 or self.threads < 1 or self.overlap_iterations < 2:
+            raise ValueError(f"need frames >= {2 * WARMUP}, repeat >= 1, threads >= 1 and overlap_iterations >= 2")
 
 
 def machine_info() -> Dict[str, Any]:
@@ -113,7 +114,7 @@ def _phase_params(settings: BenchSettings, model: BenchModel, video: Path, port:
             "std": list(model.std), "labels": list(model.labels), "threads": settings.threads,
             "device": "gpu" if settings.target != "cpu" else "cpu", "precision": settings.precision,
             "cache_dir": str(config.parent / "seed-cache"), "video": str(video), "frames": settings.frames,
-            "host": "127.0.0.1", "port": port, "config": str(config)}
+            "host": "127.0.0.1", "port": port, "config": str(config), "warmup": WARMUP}
 
 
 def _bench_model(settings: BenchSettings, key: str, video: Path, port: int, receipts: Receipts,
@@ -131,10 +132,10 @@ def _bench_model(settings: BenchSettings, key: str, video: Path, port: int, rece
             receipts.take()
             result = run_phase(phase, params)
             if phase != "limit":
-                receipts.wait_for(result["frames"], RECEIPT_WAIT_S)
+                receipts.wait_for(settings.frames, RECEIPT_WAIT_S)
                 rows = receipts.take()
                 result["received"] = len(rows)
-                result["e2e_ms"] = summarize(latencies_ms(rows))
+                result["e2e_ms"] = summarize(latencies_ms(rows, WARMUP))
             one[phase] = result
             log(f"{model.name} round {r + 1}/{settings.repeat} {phase}: {result['fps']:.1f} fps "
                 f"(load {result['loadavg_start']:.1f})")

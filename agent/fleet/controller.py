@@ -216,7 +216,7 @@ class FleetController:
         return status
 
     def _report(self, attempt: Attempt, status: str, reason: str = "") -> None:
-        doc = attempt.document(status, reason, self.clock(), self._applied())
+        doc = attempt.enter(status, reason, self.clock(), self._applied())
         level = logging.WARNING if status in (REJECTED, ROLLED_BACK) else logging.INFO
         event(log, level, f"fleet.{status}", topic=attempt.topic, version=attempt.version, reason=reason)
         try:

@@ -31,9 +31,9 @@ class Attempt:
     target: Optional[str] = None
     steps: Dict[str, float] = field(default_factory=dict)
 
-    def document(self, status: str, reason: str, ts: float,
-                 applied: Optional[Tuple[int, str]]) -> Dict[str, Any]:
-        """``applied``: (version, sha256) of the manifest running after this step, when known."""
+    def enter(self, status: str, reason: str, ts: float, applied: Optional[Tuple[int, str]]) -> Dict[str, Any]:
+        """Stamp ``status`` as entered at ``ts``; the reported document for it. ``applied``: (version, sha256)
+        of the manifest running after this step, when known."""
         if status not in STATUSES:
             raise ValueError(f"unknown reported status {status!r} (known: {', '.join(STATUSES)})")
         self.steps[status] = ts

@@ -257,11 +257,12 @@ class PaddleBackend(Backend):
         table (``_opt_cache/trt_calib_*``) when that predictor is destroyed, and the next predictor
         with the same settings builds the INT8 engine from it."""
         predictor = self._predictor(spec, plan, ranges, Path(spec.model), _params(spec), entry_dir, calibrate=True)
-        total = spec.calibration.count if spec.calibration is not None else 0
+        calib = spec.calibration
+        total = -(-calib.count // calib.batch_size) if calib is not None else 0  # at most, in batches
         batches = 0
         for batches, feed in enumerate(self._calibration_feeds(spec), start=1):
             predictor.infer(feed)
-            progress("calibrate", "int8 calibration", batches, total)
+            progress("calibrate", "int8 calibration batch", batches, total)
         predictor.close()
         del predictor
         gc.collect()

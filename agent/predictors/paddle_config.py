@@ -79,8 +79,9 @@ def configure(config: Any, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[st
 
     ``calibrate``: pass ``use_calib_mode=True`` (INT8 post-training calibration, paddle-trt only);
     it is always passed explicitly because the binding's default (True) differs from the docs' (False).
-    ``save_optimized``: write the IR-optimized program into ``entry_dir`` (``_optimized.*``); Paddle
-    3.3.1 fails (``Not find predictor_id ... memory_optimize_pass``) when memory optimization is on too.
+    ``save_optimized``: write the IR-optimized program into ``entry_dir`` (``_optimized.*``) with memory
+    optimization off: with it on, Paddle 3.3.1 fails on PIR programs (``Not find predictor_id ...
+    memory_optimize_pass``); loading the saved program turns it on again.
     """
     if plan.on_gpu:
         # enable_use_gpu FIRST: enable_tensorrt_engine before it logs "call EnableUseGpu() first" and does nothing

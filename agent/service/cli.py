@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="prune: only show what would be removed")
     p.set_defaults(func=_cmd_cache)
 
+    from agent.fleet.cli import add_fleet_parser
+
+    add_fleet_parser(sub)
     return parser
 
 

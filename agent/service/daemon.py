@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, Optional
 
 from agent import __version__
 from agent.errors import EX_UNAVAILABLE, AgentError
+from agent.fleet.controller import FleetController
 from agent.logs import event
-from agent.manifest.load import LoadedManifest, load_manifest
+from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_manifest
 from agent.manifest.models import PipelineSpec
 from agent.mqtt.link import MqttLink
 from agent.mqtt.payloads import health_payload, result_payload
@@ -53,8 +54,9 @@ SwapCallback = Callable[[SwapOutcome], None]
 
 
 class Daemon:
-    def __init__(self, wiring: Wiring, notifier: Notifier, once: bool = False) -> None:
+    def __init__(self, wiring: Wiring, notifier: Notifier, once: bool = False, origin: str = "file") -> None:
         self.wiring = wiring
+        self.origin = origin  # where the starting manifest came from
         self.config = wiring.config
         self.notifier = notifier
         self.once = once
@@ -70,6 +72,7 @@ class Daemon:
         self.last_health: Dict[str, Any] = {}
         self.prometheus: Optional[PrometheusServer] = None
         self.runtime: Optional[ManifestRuntime] = None
+        self.fleet: Optional[FleetController] = None
         self.started = time.monotonic()
         self.last_error: Optional[str] = None
         self._stop = threading.Event()
@@ -85,12 +88,13 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
 
-    def apply_manifest(self, loaded: LoadedManifest, on_done: SwapCallback) -> bool:
+    def apply_manifest(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str = "fleet") -> bool:
         """Build ``loaded`` in the background, swap it in, roll back if it is unhealthy.
         Returns False when another swap is still running (the caller reports 'busy')."""
         if not self._swap_lock.acquire(blocking=False):
             return False
-        thread = threading.Thread(target=self._swap, args=(loaded, on_done), name="manifest-swap", daemon=True)
+        thread = threading.Thread(target=self._swap, args=(loaded, on_done, origin), name="manifest-swap",
+                                  daemon=True)
         self._swap_thread = thread
         thread.start()
         return True
@@ -108,8 +112,11 @@ class Daemon:
                                                open_source)
         if self.runtime.failures:
             self.last_error = next(iter(self.runtime.failures.values()))
-        self.store.record_running(self.wiring.loaded)
+        self.store.record_running(self.wiring.loaded, self.origin)
         self.runtime.start()
+        self.fleet = FleetController(self.config, self.topics, self.link, self.store, self.apply_manifest,
+                                     self.wiring.paths.state_dir, fleet_allowed_dirs(self.config))
+        self.fleet.start()
         self._set_phase("running")
         self.notifier.ready("running")
         event(log, logging.INFO, "agent.running", pipelines=len(self.runtime.pipelines),
@@ -139,6 +146,8 @@ class Daemon:
         self.notifier.stopping()
         if self.runtime is not None:
             self.runtime.close()
+        if self.fleet is not None:
+            self.fleet.close()
         flushed = self.publisher.flush(timeout=30.0 if self.once else 10.0)
         self.publish_health()
         self.publisher.stop()
@@ -203,16 +212,16 @@ class Daemon:
         def done(outcome: SwapOutcome) -> None:
             self.notifier.ready(f"running ({outcome.status})")
 
-        if not self.apply_manifest(loaded, done):
+        if not self.apply_manifest(loaded, done, origin="file"):
             self.notifier.ready("running (reload skipped: a swap is in progress)")
 
-    def _swap(self, loaded: LoadedManifest, on_done: SwapCallback) -> None:
+    def _swap(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str) -> None:
         try:
-            on_done(self._swap_locked(loaded))
+            on_done(self._swap_locked(loaded, origin))
         finally:
             self._swap_lock.release()
 
-    def _swap_locked(self, loaded: LoadedManifest) -> SwapOutcome:
+    def _swap_locked(self, loaded: LoadedManifest, origin: str) -> SwapOutcome:
         old = self.runtime
         self._set_phase(f"building manifest v{loaded.manifest.version}")
         try:
@@ -220,15 +229,16 @@ class Daemon:
         except AgentError as exc:
             self._set_phase("running")
             self.last_error = str(exc)
-            event(log, logging.ERROR, "swap.rejected", version=loaded.manifest.version, error=str(exc))
-            return SwapOutcome(False, "rejected", str(exc))
+            # The old pipelines never stopped: the device stays on (rolls back to) its previous manifest.
+            event(log, logging.ERROR, "swap.rolled_back", version=loaded.manifest.version, error=str(exc))
+            return SwapOutcome(False, "rolled_back", f"build failed: {exc}")
         if old is not None:
             old.stop()
         new.start()
         self.runtime = new
         problem = self._watch_grace(new)
         if problem is None:
-            self.store.record_running(loaded)
+            self.store.record_running(loaded, origin)
             if old is not None:
                 old.close()
             self._set_phase("running")
@@ -284,6 +294,14 @@ def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = Fa
             holder["daemon"].on_progress(p)
 
     wiring = Wiring.from_files(config_path, manifest_path, progress=progress)
-    daemon = Daemon(wiring, notifier, once=once)
+    origin = "file"
+    stored = ManifestStore(wiring.paths.state_dir).current()
+    # A fleet update survives restarts, unless the operator has since put a newer manifest in the file.
+    if stored is not None and stored.origin == "fleet" and stored.version >= wiring.loaded.manifest.version \
+            and manifest_path is None:
+        wiring.loaded = load_manifest(stored.path, fleet_allowed_dirs(wiring.config), base_dir=stored.base_dir)
+        origin = "fleet"
+        event(log, logging.WARNING, "agent.fleet_manifest", version=stored.version, path=str(stored.path))
+    daemon = Daemon(wiring, notifier, once=once, origin=origin)
     holder["daemon"] = daemon
     return daemon.run()

@@ -24,13 +24,14 @@ class StoredManifest:
     path: Path  # the manifest file as written in state_dir
     base_dir: Path  # where its relative paths resolve
     applied_at: float
+    origin: str  # "file" (config.yaml's manifest, SIGHUP) or "fleet" (an MQTT update)
 
 
 class ManifestStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "manifests"
 
-    def record_running(self, loaded: LoadedManifest) -> StoredManifest:
+    def record_running(self, loaded: LoadedManifest, origin: str = "file") -> StoredManifest:
         """Persist ``loaded`` as current; the previous current becomes ``previous``."""
         self.dir.mkdir(parents=True, exist_ok=True)
         current = self.current()
@@ -39,7 +40,7 @@ class ManifestStore:
         body = self.dir / f"manifest-{loaded.sha256[:16]}.yaml"
         _atomic_write(body, loaded.text.encode())
         record = {"version": loaded.manifest.version, "sha256": loaded.sha256, "path": str(body),
-                  "base_dir": str(loaded.base_dir), "applied_at": time.time()}
+                  "base_dir": str(loaded.base_dir), "applied_at": time.time(), "origin": origin}
         if current is not None:
             _atomic_write(self.dir / "previous.json", (self.dir / "current.json").read_bytes())
         _atomic_write(self.dir / "current.json", json.dumps(record, indent=1).encode())
@@ -73,7 +74,7 @@ class ManifestStore:
 
 def _stored(record: Dict[str, Any]) -> StoredManifest:
     return StoredManifest(int(record["version"]), str(record["sha256"]), Path(record["path"]),
-                          Path(record["base_dir"]), float(record["applied_at"]))
+                          Path(record["base_dir"]), float(record["applied_at"]), str(record.get("origin", "file")))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

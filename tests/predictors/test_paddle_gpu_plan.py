@@ -263,3 +263,128 @@ def test_plan_placement_is_what_the_pipeline_reports():
     placement = PaddlePlan("paddle-trt", "dla:0", "int8", ("a note",)).placement()
     assert (placement.backend, placement.route, placement.device, placement.precision, placement.notes) == (
         "paddle", "paddle-trt", "dla:0", "int8", ["a note"])
+
+
+class FakeGpuPaddlePredictor:
+    """A FAKE ``paddle.inference.Predictor`` of a CUDA+TensorRT build, for the build orchestration only.
+
+    It mimics the documented side effects the backend relies on (unverifiable here): with
+    ``use_static`` a run serializes ``_opt_cache/trt_serialized_*``; with ``use_calib_mode`` and no
+    table yet it calibrates and writes ``_opt_cache/trt_calib_*`` when destroyed; with a table it
+    builds the INT8 engine from it.
+    """
+
+    def __init__(self, config: RecordingPaddleConfig, runs: List[Dict[str, Any]]) -> None:
+        self.config = config
+        self.runs = runs
+        names = config.names()
+        self.cache = Path(config.call("set_optim_cache_dir")[1][0]) / "_opt_cache" \
+            if "set_optim_cache_dir" in names else None
+        trt = config.call("enable_tensorrt_engine")[2] if "enable_tensorrt_engine" in names else {}
+        has_table = self.cache is not None and any(self.cache.glob("trt_calib_*"))
+        self.calibrating = bool(trt.get("use_calib_mode")) and not has_table
+        self.shapes: Dict[str, Any] = {}
+
+    def get_input_names(self) -> List[str]:
+        return ["x"]
+
+    def get_output_names(self) -> List[str]:
+        return ["out"]
+
+    def get_input_handle(self, name: str) -> Any:
+        owner = self
+
+        class Handle:
+            def reshape(self, shape: Any) -> None:
+                owner.shapes[name] = list(shape)
+
+            def copy_from_cpu(self, array: Any) -> None:
+                assert list(array.shape) == owner.shapes[name]
+
+            def type(self) -> str:
+                return "PaddleDType.FLOAT32"
+
+        return Handle()
+
+    def get_output_handle(self, name: str) -> Any:
+        owner = self
+
+        class Handle:
+            def copy_to_cpu(self) -> Any:
+                import numpy as np
+
+                return np.zeros((owner.shapes["x"][0], 10), "float32")
+
+            def type(self) -> str:
+                return "PaddleDType.FLOAT32"
+
+        return Handle()
+
+    def run(self) -> None:
+        self.runs.append({"x": self.shapes["x"], "calibrating": self.calibrating})
+        if self.cache is not None and not self.calibrating:
+            self.cache.mkdir(parents=True, exist_ok=True)
+            (self.cache / "trt_serialized_123").write_bytes(b"engine")
+
+    def __del__(self) -> None:
+        if self.calibrating and self.cache is not None:
+            self.cache.mkdir(parents=True, exist_ok=True)
+            (self.cache / "trt_calib_456").write_text("table")
+
+
+def test_paddle_trt_build_calibrates_warms_up_and_loads_with_the_same_settings(paddle_models, tmp_path):
+    import numpy as np
+
+    configs: List[RecordingPaddleConfig] = []
+    runs: List[Dict[str, Any]] = []
+
+    def make_config(program: str, params: str) -> RecordingPaddleConfig:
+        configs.append(RecordingPaddleConfig(program, params))
+        return configs[-1]
+
+    def batches(_: ModelSpec) -> Any:
+        for _batch in range(3):
+            yield {"x": np.zeros((1, 3, 32, 32), "float32")}
+
+    backend = PaddleBackend(capabilities=JETSON_TRT, calibration_feeds=batches, config_factory=make_config,
+                            create_predictor=lambda config: FakeGpuPaddlePredictor(config, runs))
+    s = paddle_models["classifier-legacy"].spec(
+        precision="int8", target="dla:0", calibration={"images": str(tmp_path / "*.jpg"), "count": 3},
+        inputs=[{"name": "x", "min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}])
+    steps: List[str] = []
+    info = backend.build(s, "int8", tmp_path, ProgressTimer(lambda p: steps.append(p.phase), s.name))
+
+    assert [r["calibrating"] for r in runs] == [True, True, True, False, False, False]
+    assert [r["x"] for r in runs[3:]] == [[1, 3, 16, 16], [1, 3, 32, 32], [2, 3, 64, 64]]
+    assert steps.count("calibrate") == 3 and steps.count("warmup") == 3
+    assert (info.placement.route, info.placement.device, info.placement.precision) == ("paddle-trt", "dla:0", "int8")
+    assert info.report["calibration_batches"] == 3 and info.report["trt_engines"] == 1
+    for config in configs:  # calibration predictor and the INT8 one: same seed order, same explicit flag
+        assert config.names()[1:3] == ["enable_use_gpu", "enable_tensorrt_engine"]
+        assert config.call("enable_tensorrt_engine")[2]["use_calib_mode"] is True
+        assert config.call("enable_tensorrt_dla")[1] == (0,)
+
+    configs.clear()
+    predictor = backend.load(s, "int8", tmp_path)
+    assert predictor.placement.device == "dla:0"
+    (load_config,) = configs
+    assert load_config.call("set_optim_cache_dir")[1] == (str(tmp_path),)
+    assert load_config.call("enable_tensorrt_engine")[2]["use_calib_mode"] is True
+    assert predictor.infer({"x": np.zeros((2, 3, 20, 20), "float32")})["out"].shape == (2, 10)
+
+
+def test_calibration_that_writes_no_table_is_a_build_error(paddle_models, tmp_path):
+    class NoTable(FakeGpuPaddlePredictor):
+        def __del__(self) -> None:
+            pass
+
+    def make_config(program: str, params: str) -> RecordingPaddleConfig:
+        return RecordingPaddleConfig(program, params)
+
+    backend = PaddleBackend(capabilities=JETSON_TRT, calibration_feeds=lambda _: iter(()),
+                            config_factory=make_config, create_predictor=lambda c: NoTable(c, []))
+    s = paddle_models["classifier-legacy"].spec(
+        precision="int8", calibration={"images": str(tmp_path / "*.jpg")},
+        inputs=[{"name": "x", "shape": [1, 3, 32, 32]}])
+    with pytest.raises(BuildError, match="no calibration table"):
+        backend.build(s, "int8", tmp_path, ProgressTimer(lambda _: None, "t"))
