@@ -12,29 +12,15 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from agent.errors import FleetError
+from agent.fsutil import atomic_write
 from agent.logs import event
 
 log = logging.getLogger(__name__)
 
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` so that a crash leaves the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class StagedManifests:

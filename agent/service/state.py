@@ -7,13 +7,12 @@ survives reboots), and fleet replay protection compares against its version.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from agent.fsutil import atomic_write
 from agent.manifest.load import LoadedManifest
 
 
@@ -38,12 +37,12 @@ class ManifestStore:
         if current is not None and current.sha256 == loaded.sha256:
             return current
         body = self.dir / f"manifest-{loaded.sha256[:16]}.yaml"
-        _atomic_write(body, loaded.text.encode())
+        atomic_write(body, loaded.text.encode())
         record = {"version": loaded.manifest.version, "sha256": loaded.sha256, "path": str(body),
                   "base_dir": str(loaded.base_dir), "applied_at": time.time(), "origin": origin}
         if current is not None:
-            _atomic_write(self.dir / "previous.json", (self.dir / "current.json").read_bytes())
-        _atomic_write(self.dir / "current.json", json.dumps(record, indent=1).encode())
+            atomic_write(self.dir / "previous.json", (self.dir / "current.json").read_bytes())
+        atomic_write(self.dir / "current.json", json.dumps(record, indent=1).encode())
         self._drop_unreferenced()
         return _stored(record)
 
@@ -76,16 +75,3 @@ def _stored(record: Dict[str, Any]) -> StoredManifest:
     return StoredManifest(int(record["version"]), str(record["sha256"]), Path(record["path"]),
                           Path(record["base_dir"]), float(record["applied_at"]), str(record.get("origin", "file")))
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
+from agent.fsutil import atomic_write
 from agent.logs import event
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ class TimingCacheStore:
             if stored:
                 # A stored cache from another release does not combine; ours replaces it.
                 cache.combine(config.create_timing_cache(stored), ignore_mismatch=False)
-            _write_atomic(self.path, bytes(cache.serialize()))
+            atomic_write(self.path, bytes(cache.serialize()))
         event(log, logging.DEBUG, "tensorrt.timing_cache.saved", path=str(self.path))
 
     def _read(self) -> Optional[bytes]:
@@ -71,15 +70,3 @@ class TimingCacheStore:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
