@@ -33,7 +33,12 @@ from agent.predictors.paddle_config import (
     missing_ranges,
     shape_ranges,
 )
-from agent.predictors.paddle_feeds import CalibrationFeeds, calibration_feeds, warmup_feeds
+from agent.predictors.paddle_feeds import (
+    CalibrationFeeds,
+    calibration_inputs,
+    shared_calibration_feeds,
+    warmup_feeds,
+)
 from agent.predictors.paddle_pirtrt import convert as convert_pir_trt
 from agent.predictors.paddle_pirtrt import make_request, program_paths, relocated
 from agent.predictors.paddle_plan import (
@@ -146,7 +151,7 @@ class PaddleBackend(Backend):
     def __init__(
         self,
         capabilities: Optional[PaddleCapabilities] = None,
-        calibration_feeds: CalibrationFeeds = calibration_feeds,
+        calibration_feeds: CalibrationFeeds = shared_calibration_feeds,
         config_factory: Optional[ConfigFactory] = None,
         create_predictor: Optional[PredictorFactory] = None,
     ) -> None:
@@ -260,7 +265,8 @@ class PaddleBackend(Backend):
         calib = spec.calibration
         total = -(-calib.count // calib.batch_size) if calib is not None else 0  # at most, in batches
         batches = 0
-        for batches, feed in enumerate(self._calibration_feeds(spec), start=1):
+        inputs = calibration_inputs(predictor.inputs, ranges)
+        for batches, feed in enumerate(self._calibration_feeds(spec, inputs), start=1):
             predictor.infer(feed)
             progress("calibrate", "int8 calibration batch", batches, total)
         predictor.close()

@@ -29,9 +29,9 @@ from agent.engines.tensorrt.cuda import CudaDevice
 from agent.engines.tensorrt.execution import ExecutionLane, IoTensor, describe_engine
 from agent.engines.tensorrt.network import Converter, Paddle2Onnx, onnx_model_for
 from agent.engines.tensorrt.plan import PlanIndex, PlanLoadError, deserialize_plan
-from agent.engines.tensorrt.reference import OnnxRuntimePredictor
 from agent.manifest.models import ModelSpec
 from agent.predictors.base import Placement, Predictor, TensorInfo
+from agent.predictors.onnxruntime import OnnxRuntimePredictor
 from agent.progress import ProgressTimer
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ a worker thread while the old pipelines keep running.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from agent.fleet.controller import FleetController
 from agent.logs import event
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_manifest
 from agent.manifest.models import PipelineSpec
+from agent.mqtt.credentials import credentials_dir_from_env
 from agent.mqtt.link import MqttLink
 from agent.mqtt.payloads import health_payload, result_payload
 from agent.mqtt.publisher import ResultPublisher
@@ -62,7 +64,8 @@ class Daemon:
         self.once = once
         self.topics = Topics(self.config.mqtt.topic_prefix, self.config.device_id, self.config.groups)
         self.store = ManifestStore(wiring.paths.state_dir)
-        self.link = MqttLink(self.config.mqtt, self.topics)
+        self.link = MqttLink(self.config.mqtt, self.topics, credentials_dir_from_env(os.environ),
+                             base_dir=wiring.paths.config_file.parent)
         self.spool = Spool(wiring.paths.state_dir / "spool.sqlite3", self.config.spool.max_bytes,
                            self.config.spool.max_messages, synchronous=self.config.spool.synchronous)
         self.publisher = ResultPublisher(self.spool, self.link)

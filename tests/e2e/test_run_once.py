@@ -24,7 +24,7 @@ from tests.support.models import ExportedModel
 REPO = Path(__file__).resolve().parents[2]
 
 
-def agent(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+def agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "agent", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=240)

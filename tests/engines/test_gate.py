@@ -16,9 +16,7 @@ from agent.predictors.base import Predictor, TensorInfo
 from agent.predictors.onnxruntime import OnnxRuntimePredictor
 from agent.predictors.paddle import PaddleBackend, PaddlePredictor
 from agent.progress import ProgressTimer
-from tests.support.models import ExportedModel, onnx_classifier, paddle_models, random_images
-
-__all__ = ["onnx_classifier", "paddle_models"]  # session fixtures used below
+from tests.support.models import ExportedModel, random_images
 
 DYNAMIC = [{"name": "x", "min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}]
 

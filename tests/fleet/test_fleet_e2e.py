@@ -1,139 +1,160 @@
-"""End to end with real parts: Mosquitto, a real trained Paddle model (CPU), a looping video, envelopes
-signed and published with the CLI's functions, a FleetController, and ``RuntimeApply`` (real
-ManifestRuntime swaps) in place of the daemon. Bad updates roll back while results keep flowing.
+"""Fleet updates through the real daemon: a ``Daemon`` (built by ``Wiring.from_files`` from a
+config.yaml, as ``edge-agent run`` does) in a thread, a real Mosquitto, the demo's trained Paddle
+classifier on CPU over a looping video, and envelopes signed and published with the fleet CLI's
+functions. A bad update never interrupts the running pipeline, or restores it.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import hashlib
+import threading
 from pathlib import Path
-from typing import Iterator, List
+from typing import Dict, Iterator, List
 
 import pytest
 
-from agent.demo.assets import DemoAssets, ensure_assets
+from agent.demo.assets import DemoAssets
 from agent.fleet.publish import BrokerTarget, publish_retained
-from agent.manifest.load import load_manifest
-from tests.fleet.device import FleetDevice, device_mqtt
-from tests.fleet.helpers import Signer, make_config
-from tests.fleet.runtime_apply import RuntimeApply
-from tests.mqtt.helpers import Recorder, wait_until
+from agent.service.daemon import Daemon
+from agent.service.notify import Notifier
+from agent.service.state import ManifestStore
+from agent.service.wiring import Wiring
+from tests.fleet.helpers import Signer, tampered
 from tests.support.broker import Broker
+from tests.support.fleet_daemon import DESIRED, Site, Watch, manifest, model, pipeline, shared_assets
 
-COLORS = """
-  - name: {name}
-    model: {model}
-    params: assets/model/inference.pdiparams
-    target: cpu
-    preprocess: {{resize: [64, 64], color: rgb, scale: 0.00392156862745098}}
-    postprocess: {{type: classification, labels_file: assets/labels.txt, top_k: 1}}
-"""
-VIDEO = """
-  - name: video
-    source: assets/video.avi
-    model: {model}
-    options: {{loop: true, fps: 30}}
-"""
-
-
-def manifest(version: int, model: str = "colors", file: str = "assets/model/inference.json", extra_model: str = "",
-             pipelines: str = "") -> str:
-    return (f"version: {version}\nmodels:{COLORS.format(name=model, model=file)}{extra_model}\n"
-            f"pipelines:{pipelines or VIDEO.format(model=model)}")
+STEPS = ["received", "validating", "building"]
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
-    return ensure_assets(tmp_path_factory.mktemp("fleet-assets"))
+    return shared_assets(tmp_path_factory)
 
 
-class Site:
+class Device:
+    """A site, its daemon running in a thread, and a recorder of what it publishes."""
+
     def __init__(self, root: Path, broker: Broker, assets: DemoAssets) -> None:
         self.broker = broker
         self.signer = Signer()
-        models = root / "models"
-        shutil.copytree(assets.model.parent.parent, models / "assets")
-        (models / "broken").mkdir()
-        (models / "broken" / "inference.json").write_text('{"not": "a paddle program"}')
-        (models / "broken" / "frame.png").write_bytes(b"\x89PNG but truncated")
-        (models / "manifest.yaml").write_text(manifest(1))
-        self.config = make_config(root, [self.signer.public], grace_period_s=1.0, **device_mqtt(broker.port))
-        self.device = FleetDevice(self.config, Path(self.config.state_dir), self._runtime_apply)
-        self.results = Recorder(broker.port, "edge/dev1/results/#", client_id="results").start()
-
-    def _runtime_apply(self, device: FleetDevice) -> RuntimeApply:
-        self.runtime = RuntimeApply(device.config, load_manifest(Path(device.config.manifest)), device.link,
-                                    device.topics, device.store)
-        return self.runtime
+        self.site = Site(root, assets)
+        self.site.write_config(broker.port, [self.signer.public])
+        self.watch = Watch(broker.port)
+        self.daemon = Daemon(Wiring.from_files(self.site.config), Notifier(None))
+        self.exit: List[int] = []
+        self.thread = threading.Thread(target=lambda: self.exit.append(self.daemon.run()), name="daemon")
 
     def start(self) -> None:
-        self.runtime.start()
-        self.device.start()
+        self.thread.start()
+        assert self.watch.keeps_flowing("video"), "the daemon did not start publishing results"
 
     def stop(self) -> None:
-        self.device.stop()
-        self.runtime.close()
-        self.results.stop()
+        self.daemon.request_stop()
+        self.thread.join(30)
+        self.watch.stop()
+        assert self.exit == [0], "the daemon did not stop cleanly"
 
-    def publish(self, text: str, version: int) -> None:
-        publish_retained(self.signer.envelope(text, version), "edge/dev1/manifest/desired",
-                         BrokerTarget(port=self.broker.port))
+    def publish(self, payload: bytes) -> None:
+        publish_retained(payload, DESIRED, BrokerTarget(port=self.broker.port))
 
-    def versions(self) -> List[int]:
-        return [json.loads(p)["version"] for p in self.results.payloads("edge/dev1/results/video")]
+    def store(self) -> ManifestStore:
+        return ManifestStore(self.root / "state")
 
-    def keeps_flowing(self, version: int, more: int = 10) -> bool:
-        """``more`` new results from the video pipeline of manifest ``version``."""
-        seen = len(self.versions())
-        return wait_until(lambda: self.versions()[seen:].count(version) >= more, timeout=20)
+    @property
+    def root(self) -> Path:
+        return self.site.root
 
 
 @pytest.fixture
-def site(tmp_path: Path, mqtt_broker: Broker, assets: DemoAssets) -> Iterator[Site]:
-    s = Site(tmp_path / "dev1", mqtt_broker, assets)
+def device(tmp_path: Path, mqtt_broker: Broker, assets: DemoAssets) -> Iterator[Device]:
+    d = Device(tmp_path / "dev1", mqtt_broker, assets)
+    d.start()
     try:
-        s.start()
-        yield s
+        yield d
     finally:
-        s.stop()
+        d.stop()
 
 
-def test_bad_updates_are_refused_or_rolled_back_while_results_keep_flowing(site: Site) -> None:
-    dev = site.device
-    assert site.keeps_flowing(1)
+def frames(results: List[Dict[str, object]]) -> List[object]:
+    return [r["frame"] for r in results]
 
-    # the probe fails: the accuracy gate cannot pass a cosine threshold above 1
-    probe = manifest(2, model="strict", extra_model="    validation: {inputs: assets/images, metric: cosine, "
-                                                   "tolerance: {fp32: 1.5}}\n")
-    site.publish(probe, 2)
-    assert "accuracy gate failed" in dev.wait_for(2, "rejected")["reason"]
-    assert site.keeps_flowing(1)
 
-    # the model does not build
-    site.publish(manifest(3, model="broken", file="broken/inference.json"), 3)
-    assert "broken" in dev.wait_for(3, "rejected", timeout=60)["reason"]
-    assert site.keeps_flowing(1)
+def test_a_signed_update_is_applied_and_its_pipeline_takes_over(device: Device) -> None:
+    device.publish(device.signer.envelope(device.site.manifest(2, "video-v2"), 2))
 
-    # it builds and starts, but a pipeline fails during the grace period: back to version 1
-    stills = VIDEO.format(model="colors") + "  - {name: stills, source: broken/frame.png, model: colors, " \
-                                            "options: {loop: true}}\n"
-    site.publish(manifest(4, pipelines=stills), 4)
-    rolled = dev.wait_for(4, "rolled_back")
-    assert "stills" in rolled["reason"] and rolled["applied"]["version"] == 1
-    assert site.keeps_flowing(1)
+    applied = device.watch.wait_for(2, "applied")
+    assert device.watch.statuses(2) == STEPS + ["applied"]
+    assert applied["reason"] == "" and applied["applied"]["version"] == 2
+    # the old pipeline stopped before the new one started
+    old = len(device.watch.results("video"))
+    assert device.watch.keeps_flowing("video-v2")
+    assert len(device.watch.results("video")) == old
+    health = device.watch.wait_health(2, since=device.watch.mark())
+    assert set(health["pipelines"]) == {"video-v2"}
+    stored, previous = device.store().current(), device.store().previous()
+    assert stored is not None and (stored.version, stored.origin) == (2, "fleet")
+    assert previous is not None and previous.version == 1
 
-    assert [s for v, s in dev.steps() if v in (2, 3, 4)] == ["received", "validating", "building", "rejected"] * 2 + \
-        ["received", "validating", "building", "rolled_back"]
-    stored = dev.store.current()
+
+@pytest.mark.parametrize("models, reason", [
+    ([model("colors", "broken/inference.json")], "build failed: "),
+    # the accuracy gate needs cosine similarity >= 1.1 with the reference: never true
+    ([model("colors", "{program}", "{inputs: assets/images, metric: cosine, tolerance: {fp32: 1.1}}")],
+     "accuracy gate"),
+], ids=["build", "accuracy-gate"])
+def test_a_model_that_fails_to_build_rolls_back_and_results_keep_flowing(
+        device: Device, models: List[str], reason: str) -> None:
+    before = device.watch.mark()
+    text = manifest(2, [m.replace("{program}", device.site.program) for m in models], [pipeline("video-v2", "colors")])
+    device.publish(device.signer.envelope(text, 2))
+
+    rolled = device.watch.wait_for(2, "rolled_back")
+    assert device.watch.statuses(2) == STEPS + ["rolled_back"]
+    assert rolled["reason"].startswith("build failed: ") and reason in rolled["reason"], rolled["reason"]
+    assert rolled["applied"]["version"] == 1
+    assert device.watch.keeps_flowing("video")
+    # The version 1 pipeline never stopped: one run, its frame numbers only rising, from before the
+    # update to after it.
+    during = device.watch.results("video", before)
+    assert frames(during) == sorted(set(frames(during)))
+    steps = rolled["steps"]
+    assert any(r["ts"] < steps["building"] for r in during) and any(r["ts"] > steps["rolled_back"] for r in during)
+    assert device.watch.results("video-v2") == []
+    stored = device.store().current()
     assert stored is not None and stored.version == 1
 
-    # a good update is applied and its pipelines take over
-    site.publish(manifest(5), 5)
-    applied = dev.wait_for(5, "applied")
-    assert applied["applied"]["version"] == 5
-    assert site.keeps_flowing(5)
-    stored = dev.store.current()
-    assert stored is not None and stored.version == 5
-    previous = dev.store.previous()
-    assert previous is not None and previous.version == 1
+
+def test_a_pipeline_failing_in_the_grace_period_rolls_back_to_the_previous_manifest(device: Device) -> None:
+    before = device.watch.mark()
+    pipelines = [pipeline("video-v2", "colors"), pipeline("stills", "colors", source="broken/frame.png")]
+    device.publish(device.signer.envelope(manifest(2, [model("colors", device.site.program)], pipelines), 2))
+
+    rolled = device.watch.wait_for(2, "rolled_back")
+    assert device.watch.statuses(2) == STEPS + ["rolled_back"]
+    assert rolled["reason"].startswith("stills: ") and rolled["applied"]["version"] == 1, rolled["reason"]
+    # version 1's pipeline runs again: a new run, whose frames count from 0 again
+    assert device.watch.keeps_flowing("video")
+    assert 0 in frames(device.watch.results("video", before))
+    stored = device.store().current()
+    assert stored is not None and stored.version == 1
+
+
+def test_forged_and_path_escaping_updates_are_rejected_without_touching_the_pipeline(device: Device) -> None:
+    before = device.watch.mark()
+    signed = device.signer.envelope(device.site.manifest(2, "video-v2"), 2)
+    evil = device.site.manifest(2, "exfiltrate")
+    device.publish(tampered(signed, manifest=evil, sha256=hashlib.sha256(evil.encode()).hexdigest()))
+    forged = device.watch.wait_for(2, "rejected")
+    assert forged["reason"].startswith("bad signature"), forged["reason"]
+    assert device.watch.statuses(2) == ["received", "rejected"]
+
+    escape = manifest(3, [model("colors", "../../outside/inference.json")], [pipeline("video-v3", "colors")])
+    device.publish(device.signer.envelope(escape, 3))
+    escaped = device.watch.wait_for(3, "rejected")
+    assert "escapes the allowed model directories" in escaped["reason"], escaped["reason"]
+    assert device.watch.statuses(3) == ["received", "validating", "rejected"]
+    assert escaped["applied"]["version"] == 1
+
+    assert device.watch.keeps_flowing("video")
+    during = device.watch.results("video", before)
+    assert frames(during) == sorted(set(frames(during)))

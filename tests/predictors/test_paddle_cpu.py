@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -14,7 +13,8 @@ import pytest
 
 from agent.errors import BuildError, CacheError, CapabilityError, PredictorError
 from agent.predictors.paddle import OPTIMIZED_MODEL, RECORD_FILE, BuildRecord, PaddleBackend, PaddlePredictor
-from agent.predictors.paddle_feeds import calibration_feeds, list_images
+from agent.predictors.paddle_config import ShapeRange
+from agent.predictors.paddle_feeds import calibration_inputs, shared_calibration_feeds
 from agent.predictors.paddle_signature import read_signature
 from agent.progress import Progress, ProgressTimer
 from tests.support.models import BOXES_PER_IMAGE, KINDS, NUM_CLASSES, SEG_CLASSES, ExportedModel, random_images
@@ -227,7 +227,7 @@ def test_int8_on_the_cpu_build_runs_fp32_without_calibrating(paddle_models, tmp_
     spec = paddle_models["classifier-legacy"].spec(
         inputs=DYNAMIC, precision="int8", calibration={"images": str(images / "*.png"), "count": 4})
 
-    def never(_: Any) -> Any:
+    def never(*_: Any) -> Any:
         raise AssertionError("calibration must not run on the CPU build")
 
     backend = PaddleBackend(calibration_feeds=never)
@@ -237,26 +237,29 @@ def test_int8_on_the_cpu_build_runs_fp32_without_calibrating(paddle_models, tmp_
     assert any("int8" in n for n in info.placement.notes)
 
 
-def test_default_calibration_feeds_read_images_like_the_preprocessing(paddle_models, tmp_path):
+def test_default_calibration_feeds_use_the_shared_preprocessing(paddle_models, tmp_path):
     rng = np.random.RandomState(0)
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), rng.randint(0, 255, (30 + i, 50, 3), dtype=np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
-    assert [p.name for p in list_images(str(tmp_path))] == [f"img{i}.png" for i in range(5)]
-    spec = paddle_models["detector-legacy"].spec(
+    spec = paddle_models["classifier-legacy"].spec(
         inputs=DYNAMIC, precision="int8",
-        calibration={"images": str(tmp_path / "img*.png"), "count": 5, "batch_size": 2},
-        preprocess={"resize": [40, 20], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
-                    "extra_inputs": {"im_shape": "im_shape", "scale_factor": "scale_factor"}},
+        calibration={"images": str(tmp_path), "count": 5, "batch_size": 2},
+        preprocess={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
     )
-    batches = list(calibration_feeds(spec))
-    assert [b["x"].shape for b in batches] == [(2, 3, 20, 40), (2, 3, 20, 40), (1, 3, 20, 40)]
-    assert all(b["x"].dtype == np.float32 and b["x"].flags["C_CONTIGUOUS"] for b in batches)
+    backend = PaddleBackend()
+    predictor = backend.reference(spec)
+    ranges = {"x": ShapeRange([1, 3, 16, 16], [1, 3, 32, 32], [2, 3, 64, 64])}
+    inputs = calibration_inputs(predictor.inputs, ranges)
+    assert [(i.name, i.shape) for i in inputs] == [("x", (-1, 3, 32, 32))]
+    batches = list(shared_calibration_feeds(spec, inputs))
+    assert [b["x"].shape for b in batches] == [(2, 3, 32, 32), (2, 3, 32, 32), (1, 3, 32, 32)]
+    assert all(b["x"].dtype == np.float32 for b in batches)
     assert float(batches[0]["x"].min()) >= -2.0 - 1e-6 and float(batches[0]["x"].max()) <= 2.0 + 1e-6
-    np.testing.assert_allclose(batches[0]["im_shape"], [[20, 40], [20, 40]])
-    np.testing.assert_allclose(batches[0]["scale_factor"], [[20 / 30, 40 / 50], [20 / 31, 40 / 50]])
+    for batch in batches:  # every batch runs through the model
+        predictor.infer(batch)
 
-    shutil.rmtree(tmp_path)
-    tmp_path.mkdir()
+    empty = spec.model_copy(update={"calibration": spec.calibration.model_copy(
+        update={"images": str(tmp_path / "none*.png")})})
     with pytest.raises(BuildError, match="matched no images"):
-        list(calibration_feeds(spec))
+        list(shared_calibration_feeds(empty, inputs))

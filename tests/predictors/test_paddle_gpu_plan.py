@@ -342,7 +342,10 @@ def test_paddle_trt_build_calibrates_warms_up_and_loads_with_the_same_settings(p
         configs.append(RecordingPaddleConfig(program, params))
         return configs[-1]
 
-    def batches(_: ModelSpec) -> Any:
+    seen_inputs: List[Any] = []
+
+    def batches(_: ModelSpec, inputs: Any) -> Any:
+        seen_inputs.append([(i.name, i.shape) for i in inputs])
         for _batch in range(3):
             yield {"x": np.zeros((1, 3, 32, 32), "float32")}
 
@@ -357,6 +360,7 @@ def test_paddle_trt_build_calibrates_warms_up_and_loads_with_the_same_settings(p
     assert [r["calibrating"] for r in runs] == [True, True, True, False, False, False]
     assert [r["x"] for r in runs[3:]] == [[1, 3, 16, 16], [1, 3, 32, 32], [2, 3, 64, 64]]
     assert steps.count("calibrate") == 3 and steps.count("warmup") == 3
+    assert seen_inputs == [[("x", (-1, 3, 32, 32))]]  # images are sized to the opt shape
     assert (info.placement.route, info.placement.device, info.placement.precision) == ("paddle-trt", "dla:0", "int8")
     assert info.report["calibration_batches"] == 3 and info.report["trt_engines"] == 1
     for config in configs:  # calibration predictor and the INT8 one: same seed order, same explicit flag
@@ -381,7 +385,7 @@ def test_calibration_that_writes_no_table_is_a_build_error(paddle_models, tmp_pa
     def make_config(program: str, params: str) -> RecordingPaddleConfig:
         return RecordingPaddleConfig(program, params)
 
-    backend = PaddleBackend(capabilities=JETSON_TRT, calibration_feeds=lambda _: iter(()),
+    backend = PaddleBackend(capabilities=JETSON_TRT, calibration_feeds=lambda *_: iter(()),
                             config_factory=make_config, create_predictor=lambda c: NoTable(c, []))
     s = paddle_models["classifier-legacy"].spec(
         precision="int8", calibration={"images": str(tmp_path / "*.jpg")},

@@ -1,0 +1,60 @@
+"""One scenario's set-up and guaranteed tear-down: sandbox, persistent broker, result counter, agents."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+from agent.demo.assets import DemoAssets
+from agent.demo.broker import Broker, free_port
+from agent.faults.harness import AgentProcess, Sandbox, persistent_broker
+from agent.faults.observe import ResultCounter
+
+
+@dataclass(frozen=True)
+class FaultEnv:
+    """Where scenarios work and the demo assets they share (generated once)."""
+
+    work: Path
+    assets: DemoAssets
+
+
+@dataclass
+class Rig:
+    box: Sandbox
+    broker: Broker
+    counter: ResultCounter
+    agents: List[AgentProcess] = field(default_factory=list)
+
+    def agent(self, name: str = "agent", **kwargs: Any) -> AgentProcess:
+        """A new (not yet started) agent process for this sandbox; killed at tear-down if still running."""
+        process = self.box.agent(name, **kwargs)
+        self.agents.append(process)
+        return process
+
+    def restart_broker(self, hard: bool = False, down_s: float = 0.0) -> None:
+        self.broker.stop(hard=hard)
+        time.sleep(down_s)
+        self.broker.start()
+
+
+@contextmanager
+def rig(env: FaultEnv, name: str) -> Iterator[Rig]:
+    box = Sandbox(env.work / name, env.assets, free_port())
+    broker = persistent_broker(box.root / "broker", box.port).start()
+    counter: Optional[ResultCounter] = None
+    made: Optional[Rig] = None
+    try:
+        counter = ResultCounter(box.port).start()
+        made = Rig(box, broker, counter)
+        yield made
+    finally:
+        for process in made.agents if made is not None else []:
+            if process.alive():
+                process.kill()
+        if counter is not None:
+            counter.stop()
+        broker.stop()
