@@ -3,7 +3,14 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint test-py38
+
+# JetPack 5 ships Python 3.8. Paddle 3 has no 3.8 wheel here, so this runs every suite that does
+# not need Paddle on 3.8 (pyenv's 3.8 when present; skipped with a message otherwise).
+PY38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8) $(shell command -v python3.8 2>/dev/null))
+PY38_TESTS := tests/manifest tests/pipeline tests/processing tests/mqtt tests/telemetry tests/sources \
+	tests/service/test_state.py tests/service/test_notify.py tests/fleet/test_verify.py
+PY38_SKIP := --ignore=tests/manifest/test_fuzz.py --ignore=tests/processing/test_real_models.py
 
 $(BIN)/edge-agent: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +30,21 @@ test: setup
 	$(BIN)/ruff check agent tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-py38
+
+$(VENV)38/bin/python: pyproject.toml
+	$(PY38) -m venv $(VENV)38
+	$(VENV)38/bin/pip install -q --upgrade pip
+	$(VENV)38/bin/pip install -q -e . pytest hypothesis
+	touch $@
+
+test-py38:
+ifeq ($(PY38),)
+	@echo "test-py38: skipped, no Python 3.8 interpreter on this machine"
+else
+	$(MAKE) --no-print-directory $(VENV)38/bin/python
+	$(VENV)38/bin/python -m pytest -q -p no:cacheprovider $(PY38_TESTS) $(PY38_SKIP)
+endif
 
 lint: setup
 	$(BIN)/ruff check agent tests bench

@@ -12,7 +12,7 @@ from agent.faults.rig import FaultEnv, rig
 
 
 def broker_restarts(env: FaultEnv, restarts: int = 4, down_s: float = 1.0, up_s: float = 2.0) -> ScenarioResult:
-    """Alternate ``kill -9`` and graceful stops of the broker, ``down_s`` each, under a looped video.
+    """Alternate ``kill -9`` and graceful stops of the broker, ``down_s`` each, under a 30 fps camera.
 
     Reconnect time: from the broker accepting connections again (the harness's connect probe,
     ~20 ms resolution) to the agent's ``mqtt.connected`` log event; it is mostly the agent's
@@ -21,7 +21,7 @@ def broker_restarts(env: FaultEnv, restarts: int = 4, down_s: float = 1.0, up_s:
     result = ScenarioResult("broker-restarts")
     with rig(env, "broker-restarts") as r:
         r.box.write_config()
-        r.box.write_manifest([r.box.video_pipeline()])
+        r.box.write_manifest([r.camera_pipeline()])
         agent = r.agent().start()
         agent.wait_event("agent.running", 120)
         if not wait_until(lambda: r.counter.count() >= 50, 60):

@@ -97,10 +97,14 @@ class Sandbox:
         self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return self.config_path
 
-    def write_manifest(self, pipelines: Sequence[Mapping[str, Any]], models: Optional[Sequence[Mapping[str, Any]]] = None,
-                       version: int = 1) -> Path:
+    def manifest_text(self, pipelines: Sequence[Mapping[str, Any]],
+                      models: Optional[Sequence[Mapping[str, Any]]] = None, version: int = 1) -> str:
         doc = {"version": version, "models": list(models or [self.model()]), "pipelines": list(pipelines)}
-        self.manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return yaml.safe_dump(doc, sort_keys=False)
+
+    def write_manifest(self, pipelines: Sequence[Mapping[str, Any]],
+                       models: Optional[Sequence[Mapping[str, Any]]] = None, version: int = 1) -> Path:
+        self.manifest_path.write_text(self.manifest_text(pipelines, models, version))
         return self.manifest_path
 
     def model(self, name: str = "colors", validation: Optional[Mapping[str, Any]] = None,
@@ -174,15 +178,16 @@ class AgentProcess:
     @property
     def pid(self) -> int:
         """The agent's pid: the wrapper's descendant running Python when there is a wrapper."""
-        assert self.proc is not None, "the agent was not started"
+        proc = self.proc
+        assert proc is not None, "the agent was not started"
         if self._pid is None:
             if not self.wrapper or self.wrapper[0] == "unshare":
-                self._pid = self.proc.pid  # unshare and sh exec into the agent: same pid
+                self._pid = proc.pid  # unshare and sh exec into the agent: same pid
             else:
-                found = wait_until(lambda: bool(_children(self.proc.pid)) or self.proc.poll() is not None, 30)
-                if not found or self.proc.poll() is not None:
+                found = wait_until(lambda: bool(_children(proc.pid)) or proc.poll() is not None, 30)
+                if not found or proc.poll() is not None:
                     raise RuntimeError(f"{self.wrapper[0]} started no agent; see {self.log_path}")
-                self._pid = _children(self.proc.pid)[0]
+                self._pid = _children(proc.pid)[0]
         return self._pid
 
     def alive(self) -> bool:
@@ -202,7 +207,7 @@ class AgentProcess:
         wait_until(seen, timeout, 0.05)
         found = self.events(name)
         if len(found) < count:
-            state = "exited with %s" % self.proc.returncode if self.proc and not self.alive() else "is still running"
+            state = f"exited with {self.proc.returncode}" if self.proc and not self.alive() else "is still running"
             raise RuntimeError(f"the agent logged {name!r} {len(found)} times, wanted {count} within {timeout}s "
                                f"(it {state}); see {self.log_path}")
         return found[count - 1]
@@ -277,3 +282,28 @@ def spool_depth(path: Path) -> int:
         return spool.depth()
     finally:
         spool.close()
+
+
+@dataclass(frozen=True)
+class CacheState:
+    entries: List[str]  # keys of sealed entries (meta.json parses)
+    errors: List[str]  # entries a lookup would refuse, with the reason
+    unsealed: List[str]  # directories under an entry's name without a meta.json: must never exist
+    stale_tmp: int  # build directories left in .tmp/
+
+    @property
+    def consistent(self) -> bool:
+        return not self.errors and not self.unsealed
+
+
+def cache_state(engines_dir: Path) -> CacheState:
+    """The engine cache as the agent's own verification sees it (every file hashed)."""
+    from agent.engines.cache import EngineCache
+
+    cache = EngineCache(engines_dir)
+    problems = cache.verify()
+    keys = sorted(e.key for e in cache.entries())
+    dirs = sorted(p.name for p in engines_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if engines_dir.is_dir() else []
+    return CacheState(keys, [f"{p.key}: {p.kind}: {p.message}" for p in problems if p.severity == "error"],
+                      [d for d in dirs if d not in keys], sum(1 for p in problems if p.kind == "stale-tmp"))

@@ -7,6 +7,7 @@ a worker thread while the old pipelines keep running.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -283,9 +284,24 @@ class Daemon:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        _import_paddle_first()
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+
+def _import_paddle_first() -> None:
+    """``import paddle`` installs C-level handlers for SIGTERM, SIGABRT, SIGSEGV, ... (its fatal-error
+    report) over whatever was there: imported lazily after our handlers, it turned SIGTERM into an
+    abort with no clean shutdown, and the watchdog's SIGABRT into no Python stacks. So import it
+    before installing ours, and re-arm faulthandler (PYTHONFAULTHANDLER=1) over its handlers."""
+    try:
+        import paddle  # noqa: F401
+    except ImportError:
+        return
+    if faulthandler.is_enabled():
+        faulthandler.disable()
+        faulthandler.enable()
 
 
 def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = False) -> int:

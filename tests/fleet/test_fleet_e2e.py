@@ -1,7 +1,8 @@
 """Fleet updates through the real daemon: a ``Daemon`` (built by ``Wiring.from_files`` from a
 config.yaml, as ``edge-agent run`` does) in a thread, a real Mosquitto, the demo's trained Paddle
-classifier on CPU over a looping video, and envelopes signed and published with the fleet CLI's
-functions. A bad update never interrupts the running pipeline, or restores it.
+classifier on CPU over a looping video, and envelopes built and published with the code behind
+``edge-agent fleet sign|publish``. An update that fails to build never interrupts the running
+pipeline; one that fails after the swap restores it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -52,38 +53,48 @@ class Device:
         self.daemon.request_stop()
         self.thread.join(30)
         self.watch.stop()
-        assert self.exit == [0], "the daemon did not stop cleanly"
+        assert not self.thread.is_alive() and self.exit == [0], "the daemon did not stop cleanly"
 
     def publish(self, payload: bytes) -> None:
         publish_retained(payload, DESIRED, BrokerTarget(port=self.broker.port))
 
     def store(self) -> ManifestStore:
-        return ManifestStore(self.root / "state")
-
-    @property
-    def root(self) -> Path:
-        return self.site.root
+        return ManifestStore(self.site.root / "state")
 
 
 @pytest.fixture
 def device(tmp_path: Path, mqtt_broker: Broker, assets: DemoAssets) -> Iterator[Device]:
     d = Device(tmp_path / "dev1", mqtt_broker, assets)
-    d.start()
     try:
+        d.start()
         yield d
     finally:
         d.stop()
 
 
-def frames(results: List[Dict[str, object]]) -> List[object]:
+def frames(results: List[Dict[str, Any]]) -> List[int]:
     return [r["frame"] for r in results]
+
+
+def never_interrupted(device: Device, final: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Check that version 1's pipeline ran through the update that ended in ``final`` (one run since the
+    daemon started: its frame numbers only rise, on both sides of the update); the results captured during it."""
+    assert device.watch.keeps_flowing("video")
+    results = device.watch.results("video")
+    assert frames(results) == sorted(set(frames(results)))
+    start, end = final["steps"]["received"], final["ts"]
+    assert results[0]["ts"] < start and results[-1]["ts"] > end
+    assert device.watch.results("video-v2") == []
+    stored = device.store().current()
+    assert stored is not None and stored.version == 1
+    return [r for r in results if start <= r["ts"] <= end]
 
 
 def test_a_signed_update_is_applied_and_its_pipeline_takes_over(device: Device) -> None:
     device.publish(device.signer.envelope(device.site.manifest(2, "video-v2"), 2))
 
     applied = device.watch.wait_for(2, "applied")
-    assert device.watch.statuses(2) == STEPS + ["applied"]
+    assert device.watch.statuses(2) == [*STEPS, "applied"]
     assert applied["reason"] == "" and applied["applied"]["version"] == 2
     # the old pipeline stopped before the new one started
     old = len(device.watch.results("video"))
@@ -96,32 +107,29 @@ def test_a_signed_update_is_applied_and_its_pipeline_takes_over(device: Device) 
     assert previous is not None and previous.version == 1
 
 
-@pytest.mark.parametrize("models, reason", [
-    ([model("colors", "broken/inference.json")], "build failed: "),
-    # the accuracy gate needs cosine similarity >= 1.1 with the reference: never true
-    ([model("colors", "{program}", "{inputs: assets/images, metric: cosine, tolerance: {fp32: 1.1}}")],
-     "accuracy gate"),
-], ids=["build", "accuracy-gate"])
-def test_a_model_that_fails_to_build_rolls_back_and_results_keep_flowing(
-        device: Device, models: List[str], reason: str) -> None:
-    before = device.watch.mark()
-    text = manifest(2, [m.replace("{program}", device.site.program) for m in models], [pipeline("video-v2", "colors")])
-    device.publish(device.signer.envelope(text, 2))
+def test_a_model_that_fails_to_build_rolls_back_and_results_keep_flowing(device: Device) -> None:
+    device.publish(device.signer.envelope(manifest(2, [model("broken", "broken/inference.json")],
+                                                   [pipeline("video-v2", "broken")]), 2))
 
     rolled = device.watch.wait_for(2, "rolled_back")
-    assert device.watch.statuses(2) == STEPS + ["rolled_back"]
-    assert rolled["reason"].startswith("build failed: ") and reason in rolled["reason"], rolled["reason"]
+    assert device.watch.statuses(2) == [*STEPS, "rolled_back"]
+    assert rolled["reason"].startswith("build failed: model 'broken'"), rolled["reason"]
     assert rolled["applied"]["version"] == 1
-    assert device.watch.keeps_flowing("video")
-    # The version 1 pipeline never stopped: one run, its frame numbers only rising, from before the
-    # update to after it.
-    during = device.watch.results("video", before)
-    assert frames(during) == sorted(set(frames(during)))
-    steps = rolled["steps"]
-    assert any(r["ts"] < steps["building"] for r in during) and any(r["ts"] > steps["rolled_back"] for r in during)
-    assert device.watch.results("video-v2") == []
-    stored = device.store().current()
-    assert stored is not None and stored.version == 1
+    never_interrupted(device, rolled)
+
+
+def test_a_model_that_fails_the_accuracy_gate_rolls_back_and_results_keep_flowing(device: Device) -> None:
+    # The gate needs a cosine similarity >= 1.1 with the reference: never true. A new model name, because
+    # the engine cache key does not cover `validation:`, so a cached 'colors' engine would skip the gate.
+    strict = model("strict", device.site.program, "{inputs: assets/images, metric: cosine, tolerance: {fp32: 1.1}}")
+    device.publish(device.signer.envelope(manifest(2, [strict], [pipeline("video-v2", "strict")]), 2))
+
+    rolled = device.watch.wait_for(2, "rolled_back")
+    assert device.watch.statuses(2) == [*STEPS, "rolled_back"]
+    assert rolled["reason"].startswith("build failed: model 'strict'"), rolled["reason"]
+    assert "accuracy gate failed" in rolled["reason"] and rolled["applied"]["version"] == 1
+    # the gate runs Paddle over the golden images for a while: frames captured meanwhile were published
+    assert never_interrupted(device, rolled)
 
 
 def test_a_pipeline_failing_in_the_grace_period_rolls_back_to_the_previous_manifest(device: Device) -> None:
@@ -130,7 +138,7 @@ def test_a_pipeline_failing_in_the_grace_period_rolls_back_to_the_previous_manif
     device.publish(device.signer.envelope(manifest(2, [model("colors", device.site.program)], pipelines), 2))
 
     rolled = device.watch.wait_for(2, "rolled_back")
-    assert device.watch.statuses(2) == STEPS + ["rolled_back"]
+    assert device.watch.statuses(2) == [*STEPS, "rolled_back"]
     assert rolled["reason"].startswith("stills: ") and rolled["applied"]["version"] == 1, rolled["reason"]
     # version 1's pipeline runs again: a new run, whose frames count from 0 again
     assert device.watch.keeps_flowing("video")
@@ -140,7 +148,6 @@ def test_a_pipeline_failing_in_the_grace_period_rolls_back_to_the_previous_manif
 
 
 def test_forged_and_path_escaping_updates_are_rejected_without_touching_the_pipeline(device: Device) -> None:
-    before = device.watch.mark()
     signed = device.signer.envelope(device.site.manifest(2, "video-v2"), 2)
     evil = device.site.manifest(2, "exfiltrate")
     device.publish(tampered(signed, manifest=evil, sha256=hashlib.sha256(evil.encode()).hexdigest()))
@@ -154,7 +161,4 @@ def test_forged_and_path_escaping_updates_are_rejected_without_touching_the_pipe
     assert "escapes the allowed model directories" in escaped["reason"], escaped["reason"]
     assert device.watch.statuses(3) == ["received", "validating", "rejected"]
     assert escaped["applied"]["version"] == 1
-
-    assert device.watch.keeps_flowing("video")
-    during = device.watch.results("video", before)
-    assert frames(during) == sorted(set(frames(during)))
+    never_interrupted(device, escaped)
