@@ -101,7 +101,9 @@ class ModelPreparer:
         calib_hash = None
         if precision == "int8" and spec.calib_mode and spec.calibration is not None:
             calib_hash = hash_files(self._calibration_files(spec))
-        return compute_fingerprint(spec, precision, backend.identity(), self.device, file_hashes, calib_hash)
+        golden_hash = hash_files(self._golden_files(spec)) if spec.validation is not None else None
+        return compute_fingerprint(spec, precision, backend.identity(), self.device, file_hashes, calib_hash,
+                                   golden_hash)
 
     def prepare(self, spec: ModelSpec, load: bool = True) -> PreparedModel:
         """Hit or build the first precision in the model's chain that passes the gate."""
@@ -159,10 +161,7 @@ class ModelPreparer:
         candidate = backend.load(spec, precision, workdir)
         reference = backend.reference(spec)
         try:
-            files = self.list_images(spec.validation.inputs)[: spec.validation.count]
-            if not files:
-                raise BuildError(f"model '{spec.name}': validation.inputs matched no images: {spec.validation.inputs}")
-            feeds = list(self.feeds(spec, candidate.inputs, files))
+            feeds = list(self.feeds(spec, candidate.inputs, self._golden_files(spec)))
             tolerances = {str(k): v for k, v in spec.validation.tolerance.items()}
             return run_gate(candidate, reference, feeds, spec.validation.metric, tolerances.get(precision),
                             spec.postprocess.output, precision)
@@ -180,6 +179,14 @@ class ModelPreparer:
             self.cache.remove(fp.key)
             rebuilt, _ = self._build_or_hit(spec, precision, fp)
             return backend.load(spec, precision, rebuilt.path)
+
+    def _golden_files(self, spec: ModelSpec) -> List[Path]:
+        assert spec.validation is not None
+        files = self.list_images(spec.validation.inputs)[: spec.validation.count]
+        if not files:
+            raise BuildError(f"model '{spec.name}': validation.inputs matched no images: {spec.validation.inputs}. "
+                             "Point it at a few representative input images, or remove validation:")
+        return files
 
     def _calibration_files(self, spec: ModelSpec) -> List[Path]:
         assert spec.calibration is not None

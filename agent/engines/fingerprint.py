@@ -47,6 +47,7 @@ def compute_fingerprint(
     device: DeviceIdentity,
     file_hashes: Mapping[str, str],
     calibration_hash: Optional[str],
+    validation_hash: Optional[str] = None,
 ) -> Fingerprint:
     """The fingerprint of ``spec`` built in ``precision`` by a backend on ``device``.
 
@@ -54,6 +55,8 @@ def compute_fingerprint(
     to the sha256 of that file's bytes, so renaming a file does not change the key.
     ``calibration_hash`` (:func:`hash_files` of the calibration images) is required, and
     counts, only when the build calibrates: int8 with calibration images and calib mode on.
+    ``validation_hash`` (:func:`hash_files` of the golden images) keys the accuracy gate: an
+    entry is committed only after passing the gate in force, so a changed gate is a new entry.
     """
     if not file_hashes:
         raise ValueError("compute_fingerprint needs the sha256 of the model files; got none")
@@ -77,8 +80,9 @@ def compute_fingerprint(
         "cpu": spec.cpu.model_dump(mode="json"),
         "memory_optim": spec.memory_optim,
         "calibration": _calibration_fields(spec, calibration_hash) if calibrated else None,
-        # Calibration images pass through the preprocessing, so it shapes the int8 scales.
-        "preprocess": spec.preprocess.model_dump(mode="json") if calibrated else None,
+        "validation": _validation_fields(spec, validation_hash) if spec.validation is not None else None,
+        # Calibration and golden images pass through the preprocessing: it shapes int8 scales and the gate.
+        "preprocess": spec.preprocess.model_dump(mode="json") if calibrated or spec.validation else None,
     }
     digest = canonical_digest(fields)
     prefix = "-".join(_safe(part) for part in (spec.name, precision, spec.target, device.short()))
@@ -102,6 +106,13 @@ def hash_model_files(paths: Iterable[Path]) -> Dict[str, str]:
 def _input_fields(spec: InputSpec) -> Dict[str, Any]:
     lo, mid, hi = spec.shapes()
     return {"name": spec.name, "dtype": spec.dtype, "min": list(lo), "opt": list(mid), "max": list(hi)}
+
+
+def _validation_fields(spec: ModelSpec, validation_hash: Optional[str]) -> Dict[str, Any]:
+    assert spec.validation is not None
+    v = spec.validation
+    return {"sha256": validation_hash, "metric": v.metric, "count": v.count, "output": spec.postprocess.output,
+            "tolerance": {str(k): t for k, t in sorted(v.tolerance.items())}}
 
 
 def _calibration_fields(spec: ModelSpec, calibration_hash: Optional[str]) -> Dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Rig:
 
 @contextmanager
 def rig(env: FaultEnv, name: str) -> Iterator[Rig]:
+    shutil.rmtree(env.work / name, ignore_errors=True)  # a spool or cache left by an earlier run would count
     box = Sandbox(env.work / name, env.assets, free_port())
     broker = persistent_broker(box.root / "broker", box.port).start()
     camera = HttpCamera(env.assets.video).start()

@@ -76,7 +76,9 @@ class Daemon:
         self.last_health: Dict[str, Any] = {}
         self.prometheus: Optional[PrometheusServer] = None
         self.runtime: Optional[ManifestRuntime] = None
-        self.fleet: Optional[FleetController] = None
+        # Built before anything starts so that a bad fleet key is a config error (exit 78), not a crash.
+        self.fleet = FleetController(self.config, self.topics, self.link, self.store, self.apply_manifest,
+                                     wiring.paths.state_dir, fleet_allowed_dirs(self.config))
         self.started = time.monotonic()
         self.last_error: Optional[str] = None
         self._stop = threading.Event()
@@ -104,6 +106,15 @@ class Daemon:
         return True
 
     def run(self) -> int:
+        try:
+            self._start()
+        except BaseException:
+            # Whatever failed, leave cleanly: stop pipelines, flush what was spooled, publish 'stopped'.
+            self._shutdown(0)
+            raise
+        return self._shutdown(self._loop())
+
+    def _start(self) -> None:
         self._install_signals()
         self.link.start()
         self.publisher.start()
@@ -118,15 +129,11 @@ class Daemon:
             self.last_error = next(iter(self.runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
         self.runtime.start()
-        self.fleet = FleetController(self.config, self.topics, self.link, self.store, self.apply_manifest,
-                                     self.wiring.paths.state_dir, fleet_allowed_dirs(self.config))
         self.fleet.start()
         self._set_phase("running")
         self.notifier.ready("running")
         event(log, logging.INFO, "agent.running", pipelines=len(self.runtime.pipelines),
               failures=len(self.runtime.failures))
-        code = self._loop()
-        return self._shutdown(code)
 
     # main loop --------------------------------------------------------------------------
     def _loop(self) -> int:
@@ -150,8 +157,7 @@ class Daemon:
         self.notifier.stopping()
         if self.runtime is not None:
             self.runtime.close()
-        if self.fleet is not None:
-            self.fleet.close()
+        self.fleet.close()
         flushed = self.publisher.flush(timeout=30.0 if self.once else 10.0)
         self.publish_health()
         self.publisher.stop()
@@ -211,6 +217,13 @@ class Daemon:
             self.last_error = str(exc)
             event(log, logging.ERROR, "reload.rejected", error=str(exc))
             self.notifier.ready("running (reload rejected: invalid manifest)")
+            return
+        current = self.store.current()
+        if current is not None and current.origin == "fleet" and loaded.manifest.version < current.version:
+            # The fleet's newer manifest stays; an operator raises the file's version to take over locally.
+            event(log, logging.WARNING, "reload.skipped", file_version=loaded.manifest.version,
+                  fleet_version=current.version, hint="raise 'version' in the manifest file to override")
+            self.notifier.ready("running (reload skipped: fleet manifest is newer)")
             return
 
         def done(outcome: SwapOutcome) -> None:
@@ -318,9 +331,14 @@ def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = Fa
     # A fleet update survives restarts, unless the operator has since put a newer manifest in the file.
     if stored is not None and stored.origin == "fleet" and stored.version >= wiring.loaded.manifest.version \
             and manifest_path is None:
-        wiring.loaded = load_manifest(stored.path, fleet_allowed_dirs(wiring.config), base_dir=stored.base_dir)
-        origin = "fleet"
-        event(log, logging.WARNING, "agent.fleet_manifest", version=stored.version, path=str(stored.path))
+        try:
+            wiring.loaded = load_manifest(stored.path, fleet_allowed_dirs(wiring.config), base_dir=stored.base_dir)
+            origin = "fleet"
+            event(log, logging.WARNING, "agent.fleet_manifest", version=stored.version, path=str(stored.path))
+        except AgentError as exc:
+            # Never refuse to start over it: the file's manifest still runs, and the fleet can resend.
+            event(log, logging.ERROR, "agent.fleet_manifest_unusable", version=stored.version, error=str(exc),
+                  fallback=str(wiring.paths.manifest))
     daemon = Daemon(wiring, notifier, once=once, origin=origin)
     holder["daemon"] = daemon
     return daemon.run()

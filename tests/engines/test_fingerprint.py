@@ -20,7 +20,7 @@ from agent.engines.fingerprint import (
     hash_model_files,
     sha256_file,
 )
-from agent.manifest.models import CpuOptions, ModelSpec, PreprocessSpec, TensorRTOptions
+from agent.manifest.models import CpuOptions, ModelSpec, PreprocessSpec, TensorRTOptions, ValidationSpec
 
 ORIN = DeviceIdentity(kind="jetson", arch="aarch64", model="NVIDIA Jetson Orin Nano Developer Kit", l4t="R36.3.0",
                       soc="tegra234", compute_capability="8.7", cuda="12.2", cpu_model="arm-0x41-0xd42",
@@ -176,10 +176,12 @@ def test_every_option_is_covered_by_a_change() -> None:
     assert set(PRE_CHANGES) == set(PreprocessSpec.model_fields)
     assert set(DEVICE_CHANGES) == set(DeviceIdentity.__dataclass_fields__)
     in_key = {"name", "backend", "target", "inputs", "tensorrt", "cpu", "memory_optim", "calibration", "preprocess",
-              "model", "params"}  # model/params: by content, through file_hashes
+              "model", "params",  # model/params: by content, through file_hashes
+              "validation"}  # an entry is committed only after passing the gate in force
     # These never change what is built: which precision is tried is the ``precision`` argument, the
-    # rest is checked after the build (validation, sha256) or applied to outputs (postprocess).
-    exempt = {"precision", "precision_fallback", "require_target", "validation", "sha256", "postprocess"}
+    # rest is checked before the build (sha256) or applied to outputs (postprocess; its ``output``
+    # name is keyed through validation when a gate compares it).
+    exempt = {"precision", "precision_fallback", "require_target", "sha256", "postprocess"}
     assert set(ModelSpec.model_fields) == in_key | exempt
 
 
@@ -289,3 +291,21 @@ def test_distinct_options_give_distinct_keys(workspace: int, threads: int) -> No
     assert fp.fields["tensorrt"]["workspace_size"] == workspace
     other = base_spec(tensorrt={"workspace_size": workspace}, cpu={"threads": threads % 256 + 1})
     assert compute_fingerprint(other, "int8", PADDLE, ORIN, FILES, CALIB).key != fp.key
+
+
+def test_the_accuracy_gate_in_force_is_part_of_the_key() -> None:
+    spec, precision, identity, device, files, calib = base_args()
+
+    def key(validation: Optional[ValidationSpec], golden: Optional[str]) -> str:
+        gated = spec.model_copy(update={"validation": validation})
+        return compute_fingerprint(gated, precision, identity, device, files, calib, golden).key
+
+    cosine = ValidationSpec(inputs="/golden", metric="cosine")
+    keys = {
+        key(cosine, "a" * 64),
+        key(cosine, "b" * 64),  # other golden images
+        key(ValidationSpec(inputs="/golden", metric="cosine", tolerance={"int8": 0.5}), "a" * 64),
+        key(ValidationSpec(inputs="/golden", metric="top1"), "a" * 64),
+        key(None, None),  # no gate at all
+    }
+    assert len(keys) == 5

@@ -131,16 +131,16 @@ def test_a_payload_that_is_not_an_envelope_is_rejected(fleet: Fleet) -> None:
 
 
 def test_failed_swaps_are_reported_and_the_previous_manifest_stays(fleet: Fleet) -> None:
-    outcomes = {2: Outcome(False, "rejected", "model 'm': build failed"),
+    outcomes = {2: Outcome(False, "rolled_back", "build failed: model 'm'"),
                 3: Outcome(False, "rolled_back", "pipeline cam: source failed")}
     dev = fleet.device(make_apply=lambda d: ThreadedApply(d.store, lambda loaded: outcomes[loaded.manifest.version]))
     dev.start()
     fleet.publish(fleet.signer.envelope(manifest_text(2), 2))
-    assert dev.wait_for(2, "rejected")["reason"] == "model 'm': build failed"
+    assert dev.wait_for(2, "rolled_back")["reason"] == "build failed: model 'm'"
     fleet.publish(fleet.signer.envelope(manifest_text(3), 3))
     last = dev.wait_for(3, "rolled_back")
     assert last["reason"] == "pipeline cam: source failed" and last["applied"]["version"] == 1
-    assert dev.steps() == [(2, s) for s in [*FULL, "rejected"]] + [(3, s) for s in [*FULL, "rolled_back"]]
+    assert dev.steps() == [(2, s) for s in [*FULL, "rolled_back"]] + [(3, s) for s in [*FULL, "rolled_back"]]
     stored = dev.store.current()
     assert stored is not None and stored.version == 1
     assert not list((dev.state_dir / "fleet").glob("manifest-v*.yaml"))
