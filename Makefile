@@ -22,6 +22,9 @@ $(BIN)/edge-agent: pyproject.toml
 setup: $(BIN)/edge-agent
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null)
+	@# systemd-analyze verifies the unit and shellcheck the installer; their tests skip without them.
+	@command -v systemd-analyze >/dev/null && command -v shellcheck >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq systemd shellcheck >/dev/null) || true
 
 demo: setup
 	$(BIN)/python -m agent.demo

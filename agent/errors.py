@@ -12,6 +12,7 @@ EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_IOERR = 74
+EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
 
@@ -62,9 +63,9 @@ class SourceError(AgentError):
 
 
 class PublishError(AgentError):
-    """The MQTT link or the result spool failed."""
+    """The MQTT link or the result spool failed; retrying later may succeed."""
 
-    exit_code = EX_UNAVAILABLE
+    exit_code = EX_TEMPFAIL
 
 
 class FleetError(AgentError):

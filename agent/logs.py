@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, Mapping, TextIO
@@ -47,16 +48,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def setup_logging(level: int = logging.WARNING, fmt: str = "kv", stream: TextIO | None = None) -> None:
-    """Configure the root logger once, from the CLI. Library code never calls this."""
+class JournalPriority(logging.Formatter):
+    """Prefix each line with its syslog priority (sd-daemon(3)) so ``journalctl -p warning`` works."""
+
+    _PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for lvl, p in self._PRIORITY if record.levelno >= lvl), 7)
+        return f"<{priority}>{self.inner.format(record)}"
+
+
+def setup_logging(level: int = logging.WARNING, fmt: str = "kv", stream: TextIO | None = None,
+                  journal: bool | None = None) -> None:
+    """Configure the root logger once, from the CLI. Library code never calls this.
+
+    ``journal`` (default: stderr is journald's stream, per ``$JOURNAL_STREAM``) adds priorities."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else KeyValueFormatter()
+    if journal is None:
+        journal = stream is None and _stderr_is_journal()
+    handler.setFormatter(JournalPriority(formatter) if journal else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
+def _stderr_is_journal() -> bool:
+    # systemd sets JOURNAL_STREAM=<device>:<inode> of the stream it connected; compare with stderr's.
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def event(logger: logging.Logger, level: int, name: str, /, **fields: Any) -> None:
     """Log one structured event: ``event(log, logging.INFO, "cache.hit", model="m", key="k")``."""
     logger.log(level, name, extra=_safe(fields))
 

@@ -18,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS),
                         help="heavy = ResNet-18 224x224, light = the demo colour classifier 64x64")
-    parser.add_argument("--frames", type=int, default=300,
+    parser.add_argument("--frames", type=int, default=200,
                         help="video length = frames per phase (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of limit, peer, agent (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds of limit, peer, agent; the report takes each one's best (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="Paddle CPU threads in all three (default: %(default)s)")
     parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu",

@@ -1,15 +1,17 @@
-"""Threads or processes for the pipeline's stage overlap? Four measurements on the real model and video.
+"""Threads or processes for the pipeline's stage overlap? Measured on the real models and video.
 
 1. GIL probe: a pure-Python counter runs in the main thread, alone and then while another thread
    loops ``predictor.run()`` (1 Paddle thread). If ``run()`` held the GIL the counter would nearly
-   stop; if it releases it the counter keeps most of its rate (both fit on the 2 cores).
+   stop; if it released it the counter would keep most of its rate (both fit on 2 cores).
 2. Scaling: the same number of inferences by one predictor (1 Paddle thread), by two threads (the
-   predictor and its ``clone()``), and by two processes (one predictor each); and by one predictor
-   with 2 Paddle threads (the agent's setting).
+   predictor and its ``clone()``), by two processes (one predictor each), and by one predictor with
+   2 Paddle threads (the agent's setting here).
 3. Hand-off: the cost of passing one decoded 640x480 frame between two threads (``queue.Queue``)
-   versus two processes (``multiprocessing.Queue``, which pickles it through a pipe).
-4. Decode + inference: the video decoded in one thread while the predictor runs in another, against
-   the two run one after the other (what the pipeline's capture and inference threads overlap).
+   and between two processes (``multiprocessing.Queue``, which pickles it through a pipe).
+4. Stage overlap, per model: decode + pre-process (the peer's numpy code) as the producer,
+   inference as the consumer, run (a) one after the other, (b) producer in a thread, (c) producer in
+   a process handing tensors over through a shared-memory ring (the cheapest process design: one
+   copy per frame, slot numbers through queues).
 """
 
 from __future__ import annotations
@@ -18,17 +20,28 @@ import multiprocessing as mp
 import queue
 import threading
 import time
+from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from bench.limit import input_tensor
+from bench.peer import preprocess
 from bench.seed import create_predictor, run
 
 COUNT_S = 1.0
 WARM_RUNS = 3
 HANDOFF_FRAMES = 200
+RING_SLOTS = 4
+
+Span = Tuple[float, float]
+
+
+def _warm_up(predictor: Any, x: np.ndarray) -> None:
+    """Paddle's oneDNN caches primitives per thread: the first runs in a new thread are slow."""
+    for _ in range(WARM_RUNS):
+        run(predictor, [x])
 
 
 def _count_for(seconds: float) -> float:
@@ -63,16 +76,10 @@ def gil_probe(predictor: Any, x: np.ndarray) -> Dict[str, float]:
             "counter_ratio": round(during / alone, 3), "runs_meanwhile": runs[0]}
 
 
-def _warm_up(predictor: Any, x: np.ndarray) -> None:
-    """Paddle's oneDNN caches primitives per thread: the first runs in a new thread are slow."""
-    for _ in range(WARM_RUNS):
-        run(predictor, [x])
-
-
-def _timed_runs(predictor: Any, x: np.ndarray, n: int, barrier: Any, spans: List[Tuple[float, float]]) -> None:
+def _timed_runs(predictor: Any, x: np.ndarray, n: int, barrier: Any, spans: List[Span]) -> None:
     _warm_up(predictor, x)
     barrier.wait()
-    t0 = time.monotonic()
+    t0 = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
     for _ in range(n):
         run(predictor, [x])
     spans.append((t0, time.monotonic()))
@@ -80,30 +87,28 @@ def _timed_runs(predictor: Any, x: np.ndarray, n: int, barrier: Any, spans: List
 
 def _process_worker(model: str, params: str, size: Tuple[int, int], n: int, barrier: Any, out: Any) -> None:
     predictor = create_predictor(Path(model), Path(params), 1)
-    x = input_tensor(size)
-    spans: List[Tuple[float, float]] = []
-    _timed_runs(predictor, x, n, barrier, spans)
+    spans: List[Span] = []
+    _timed_runs(predictor, input_tensor(size), n, barrier, spans)
     out.put(spans[0])
 
 
-def _fps(n: int, spans: List[Tuple[float, float]]) -> float:
+def _fps(n: int, spans: List[Span]) -> float:
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
     return round(n / wall, 2)
 
 
-def scaling(params: Mapping[str, Any], n: int) -> Dict[str, float]:
-    model, weights, size = params["model"], params["params"], tuple(params["size"])
+def scaling(model: Mapping[str, Any], n: int) -> Dict[str, float]:
+    program, weights, size = model["model"], model["params"], tuple(model["size"])
     x = input_tensor(size)
-    one = create_predictor(Path(model), Path(weights), 1)
-    two = one.clone()
+    one = create_predictor(Path(program), Path(weights), 1)
     out: Dict[str, float] = {}
-    spans: List[Tuple[float, float]] = []
+    spans: List[Span] = []
     _timed_runs(one, x, n, threading.Barrier(1), spans)
     out["one_thread_fps"] = _fps(n, spans)
 
     spans = []
     barrier = threading.Barrier(2)
-    threads = [threading.Thread(target=_timed_runs, args=(p, x, n // 2, barrier, spans)) for p in (one, two)]
+    threads = [threading.Thread(target=_timed_runs, args=(p, x, n // 2, barrier, spans)) for p in (one, one.clone())]
     for t in threads:
         t.start()
     for t in threads:
@@ -113,7 +118,7 @@ def scaling(params: Mapping[str, Any], n: int) -> Dict[str, float]:
     ctx = mp.get_context("spawn")
     pbarrier = ctx.Barrier(2)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_process_worker, args=(model, weights, size, n // 2, pbarrier, results))
+    procs = [ctx.Process(target=_process_worker, args=(program, weights, size, n // 2, pbarrier, results))
              for _ in range(2)]
     for proc in procs:
         proc.start()
@@ -122,21 +127,17 @@ def scaling(params: Mapping[str, Any], n: int) -> Dict[str, float]:
         proc.join()
     out["two_processes_fps"] = _fps(2 * (n // 2), pspans)
 
-    both = create_predictor(Path(model), Path(weights), 2)
     spans = []
-    _timed_runs(both, x, n, threading.Barrier(1), spans)
+    _timed_runs(create_predictor(Path(program), Path(weights), 2), x, n, threading.Barrier(1), spans)
     out["one_predictor_two_paddle_threads_fps"] = _fps(n, spans)
     return out
 
 
-def _drain(q: Any, n: int) -> None:
+def _drain(q: Any, n: int, ready: Optional[Any] = None) -> None:
+    if ready is not None:
+        ready.set()
     for _ in range(n):
         q.get()
-
-
-def _drain_when_ready(q: Any, n: int, ready: Any) -> None:
-    ready.set()
-    _drain(q, n)
 
 
 def handoff(frame: np.ndarray) -> Dict[str, float]:
@@ -154,7 +155,7 @@ def handoff(frame: np.ndarray) -> Dict[str, float]:
     ctx = mp.get_context("spawn")
     pq = ctx.Queue(maxsize=4)
     ready = ctx.Event()
-    child = ctx.Process(target=_drain_when_ready, args=(pq, HANDOFF_FRAMES, ready))
+    child = ctx.Process(target=_drain, args=(pq, HANDOFF_FRAMES, ready))
     child.start()
     ready.wait(120)
     t0 = time.perf_counter()
@@ -165,56 +166,124 @@ def handoff(frame: np.ndarray) -> Dict[str, float]:
     return out
 
 
-def _decode_all(video: str, limit: int) -> int:
+class _Producer:
+    """Decode + pre-process ``frames`` frames of ``video`` into the slots of ``ring`` (thread or process)."""
+
+    def __init__(self, video: str, size: Tuple[int, int], mean: List[float], std: List[float], frames: int) -> None:
+        self.video, self.size, self.frames = video, size, frames
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    def produce(self, ring: np.ndarray, free: Any, full: Any, go: Any) -> None:
+        import cv2
+
+        cap = cv2.VideoCapture(self.video)
+        go.wait()
+        for _ in range(self.frames):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            slot = free.get()
+            ring[slot] = preprocess(frame, self.size, self.mean, self.std)
+            full.put(slot)
+        full.put(None)
+        cap.release()
+
+
+def _produce_in_process(producer: _Producer, shm_name: str, shape: Tuple[int, ...], free: Any, full: Any,
+                        go: Any) -> None:
+    shm = shared_memory.SharedMemory(name=shm_name)
+    try:
+        producer.produce(np.ndarray(shape, np.float32, buffer=shm.buf), free, full, go)
+    finally:
+        shm.close()
+
+
+def _consume(predictor: Any, ring: np.ndarray, free: Any, full: Any, go: Any) -> Tuple[int, float]:
+    for slot in range(RING_SLOTS):
+        free.put(slot)
+    t0 = time.perf_counter()
+    go.set()
+    done = 0
+    while True:
+        slot = full.get()
+        if slot is None:
+            return done, time.perf_counter() - t0
+        run(predictor, [ring[slot]])
+        free.put(slot)
+        done += 1
+
+
+def stage_overlap(model: Mapping[str, Any], video: str, threads: int) -> Dict[str, Any]:
     import cv2
 
+    size = (int(model["size"][0]), int(model["size"][1]))
+    producer = _Producer(video, size, model["mean"], model["std"], int(model["frames"]))
+    shape = (RING_SLOTS, 1, 3, size[1], size[0])
+    predictor = create_predictor(Path(model["model"]), Path(model["params"]), threads)
+    _warm_up(predictor, input_tensor(size))
+    out: Dict[str, Any] = {"model": model["name"]}
+
+    # (a) one after the other: the peer's structure
+    t0 = time.perf_counter()
     cap = cv2.VideoCapture(video)
-    n = 0
-    while n < limit:
-        ok, _ = cap.read()
+    frames = 0
+    while frames < producer.frames:
+        ok, frame = cap.read()
         if not ok:
             break
-        n += 1
+        run(predictor, [preprocess(frame, size, producer.mean, producer.std)])
+        frames += 1
     cap.release()
-    return n
+    out["frames"] = frames
+    out["sequential_fps"] = round(frames / (time.perf_counter() - t0), 2)
 
+    # (b) producer in a thread
+    ring = np.empty(shape, np.float32)
+    tfree: queue.Queue[Optional[int]] = queue.Queue()
+    tfull: queue.Queue[Optional[int]] = queue.Queue()
+    go = threading.Event()
+    worker = threading.Thread(target=producer.produce, args=(ring, tfree, tfull, go))
+    worker.start()
+    done, wall = _consume(predictor, ring, tfree, tfull, go)
+    worker.join()
+    out["thread_fps"] = round(done / wall, 2)
 
-def decode_overlap(predictor: Any, x: np.ndarray, video: str, frames: int, runs: int) -> Dict[str, float]:
-    t0 = time.perf_counter()
-    decoded = _decode_all(video, frames)
-    decode_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        run(predictor, [x])
-    infer_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    decoder = threading.Thread(target=_decode_all, args=(video, frames))
-    decoder.start()
-    for _ in range(runs):
-        run(predictor, [x])
-    decoder.join()
-    both_s = time.perf_counter() - t0
-    return {"frames_decoded": decoded, "inferences": runs, "decode_s": round(decode_s, 3),
-            "infer_s": round(infer_s, 3), "sequential_s": round(decode_s + infer_s, 3),
-            "overlapped_s": round(both_s, 3), "speedup": round((decode_s + infer_s) / both_s, 3)}
+    # (c) producer in a process, tensors through shared memory
+    ctx = mp.get_context("spawn")
+    shm = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 4)
+    try:
+        pfree, pfull, pgo = ctx.Queue(), ctx.Queue(), ctx.Event()
+        proc = ctx.Process(target=_produce_in_process, args=(producer, shm.name, shape, pfree, pfull, pgo))
+        proc.start()
+        done, wall = _consume(predictor, np.ndarray(shape, np.float32, buffer=shm.buf), pfree, pfull, pgo)
+        proc.join()
+        out["process_fps"] = round(done / wall, 2)
+    finally:
+        shm.close()
+        shm.unlink()
+    return out
 
 
 def run_probe(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """``params``: ``models`` (first = the one for the GIL, scaling and hand-off figures), ``video``,
+    ``threads``, ``iterations`` (inferences per scaling case)."""
     import cv2
 
-    size = (int(params["size"][0]), int(params["size"][1]))
+    models = params["models"]
+    first = models[0]
+    size = (int(first["size"][0]), int(first["size"][1]))
+    single = create_predictor(Path(first["model"]), Path(first["params"]), 1)
     x = input_tensor(size)
-    single = create_predictor(Path(params["model"]), Path(params["params"]), 1)
     _warm_up(single, x)
     cap = cv2.VideoCapture(str(params["video"]))
     ok, frame = cap.read()
     cap.release()
     if not ok:
         raise RuntimeError(f"cannot read a frame from {params['video']}")
-    iterations = int(params["iterations"])
     return {
+        "model": first["name"],
         "gil": gil_probe(single, x),
-        "scaling": scaling(params, iterations),
+        "scaling": scaling(first, int(params["iterations"])),
         "handoff": handoff(frame),
-        "decode_overlap": decode_overlap(single, x, str(params["video"]), int(params["frames"]), iterations),
+        "stage_overlap": [stage_overlap(m, str(params["video"]), int(params["threads"])) for m in models],
     }

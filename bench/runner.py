@@ -1,8 +1,8 @@
 """Orchestrates one benchmark run: assets, a local Mosquitto, the phases in child processes, a summary.
 
-For each model, rounds of (limit, peer, agent) run back to back, each phase in a fresh process; the
-summary takes the median over rounds, and each ratio is the median of the per-round ratios (phases of
-one round run within seconds of each other, so a load change on the machine hits them alike).
+For each model, rounds of (limit, peer, agent) run back to back, each phase in a fresh process, so
+that a change of load on the machine hits the three alike; ``summarize_rounds`` says which figures
+the report takes from the rounds.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ Log = Callable[[str], None]
 class BenchSettings:
     work: Path
     models: Tuple[str, ...] = MODEL_KEYS
-    frames: int = 300
+    frames: int = 200
     threads: int = 2
-    repeat: int = 3
+    repeat: int = 5
     target: str = "cpu"
     precision: str = "fp32"
     overlap: bool = True
@@ -145,22 +145,34 @@ def _bench_model(settings: BenchSettings, key: str, video: Path, port: int, rece
 
 
 def summarize_rounds(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Medians over rounds, per-round ratios, and the stage figures of the round with the median agent fps."""
-    def med(phase: str, key: str) -> float:
-        return round(statistics.median(float(r[phase][key]) for r in rounds), 3)
-
-    summary: Dict[str, Any] = {phase: {k: med(phase, k) for k in ("fps", "cpu_cores", "cpu_ms_per_frame",
-                                                                   "peak_rss_mb")}
-                               for phase in PHASE_ORDER}
-    summary["agent_predictor_only_fps"] = round(statistics.median(
-        float(r["agent"]["predictor_only"]["fps"]) for r in rounds), 2)
-    summary["agent_vs_limit"] = round(statistics.median(r["agent"]["fps"] / r["limit"]["fps"] for r in rounds), 3)
-    summary["agent_vs_peer"] = round(statistics.median(r["agent"]["fps"] / r["peer"]["fps"] for r in rounds), 3)
+    """Per phase: its best round (highest fps) and medians over rounds. The ratios compare best rounds:
+    interference from other work on the machine only ever slows a run, so the best of several runs is
+    the closest estimate of the undisturbed figure (the reasoning behind ``timeit``'s minimum). The
+    median of the per-round ratios is kept alongside. Stage and end-to-end figures come from each
+    phase's best round."""
+    summary: Dict[str, Any] = {}
+    best: Dict[str, Dict[str, Any]] = {}
+    for phase in PHASE_ORDER:
+        best[phase] = max((r[phase] for r in rounds), key=lambda x: float(x["fps"]))
+        summary[phase] = {
+            "fps": best[phase]["fps"],
+            "fps_median": round(statistics.median(float(r[phase]["fps"]) for r in rounds), 2),
+            **{k: round(statistics.median(float(r[phase][k]) for r in rounds), 3)
+               for k in ("cpu_cores", "cpu_ms_per_frame", "peak_rss_mb")},
+        }
+    summary["agent_predictor_only_fps"] = max(float(r["agent"]["predictor_only"]["fps"]) for r in rounds)
+    summary["agent_vs_limit"] = round(best["agent"]["fps"] / best["limit"]["fps"], 3)
+    summary["agent_vs_peer"] = round(best["agent"]["fps"] / best["peer"]["fps"], 3)
+    summary["agent_vs_limit_median"] = round(statistics.median(r["agent"]["fps"] / r["limit"]["fps"]
+                                                               for r in rounds), 3)
+    summary["agent_vs_peer_median"] = round(statistics.median(r["agent"]["fps"] / r["peer"]["fps"]
+                                                              for r in rounds), 3)
+    # peak RSS does not depend on load: the median over rounds
     summary["agent_rss_overhead_mb"] = round(statistics.median(
         r["agent"]["peak_rss_mb"] - r["limit"]["peak_rss_mb"] for r in rounds), 1)
-    typical = sorted(rounds, key=lambda r: r["agent"]["fps"])[len(rounds) // 2]
-    summary["stages_ms"] = {phase: typical[phase]["stages_ms"] for phase in PHASE_ORDER}
-    summary["e2e_ms"] = {phase: typical[phase].get("e2e_ms", {}) for phase in ("peer", "agent")}
+    summary["stages_ms"] = {phase: best[phase]["stages_ms"] for phase in PHASE_ORDER}
+    summary["e2e_ms"] = {phase: best[phase].get("e2e_ms", {}) for phase in ("peer", "agent")}
+    summary["rss_mb"] = {phase: best[phase].get("rss_mb", {}) for phase in PHASE_ORDER}
     return summary
 
 
@@ -180,14 +192,12 @@ def check_targets(doc: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
 
 
 def _overlap(settings: BenchSettings, video: Path, log: Log) -> Dict[str, Any]:
-    key = "heavy" if "heavy" in settings.models else settings.models[0]
-    model = ensure_model(key, settings.work.resolve() / "models")
-    log(f"threads vs processes, on {model.name}")
-    params = {"model": model.model, "params": model.params, "size": list(model.size), "video": str(video),
-              "frames": settings.frames, "iterations": settings.overlap_iterations}
-    result = run_phase("probe", params)
-    result["model"] = model.name
-    return result
+    models = [ensure_model(key, settings.work.resolve() / "models") for key in settings.models]
+    log(f"threads vs processes: GIL, scaling and hand-off on {models[0].name}; stage overlap on every model")
+    params = {"video": str(video), "threads": settings.threads, "iterations": settings.overlap_iterations,
+              "models": [{"name": m.name, "model": m.model, "params": m.params, "size": list(m.size),
+                          "mean": list(m.mean), "std": list(m.std), "frames": settings.frames} for m in models]}
+    return run_phase("probe", params)
 
 
 def stderr_log(line: str) -> None:

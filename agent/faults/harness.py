@@ -27,6 +27,8 @@ from agent.demo.broker import Broker
 DEVICE_ID = "fault-dev"
 PREFIX = "edge"
 AGENT_ROOT = Path(agent.__file__).resolve().parents[1]
+# wrappers that exec the agent in their own process (no fork): the agent keeps the wrapper's pid
+EXEC_WRAPPERS = ("unshare", "nsenter")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -183,8 +185,8 @@ class AgentProcess:
         proc = self.proc
         assert proc is not None, "the agent was not started"
         if self._pid is None:
-            if not self.wrapper or self.wrapper[0] == "unshare":
-                self._pid = proc.pid  # unshare and sh exec into the agent: same pid
+            if not self.wrapper or self.wrapper[0] in EXEC_WRAPPERS:
+                self._pid = proc.pid
             else:
                 found = wait_until(lambda: bool(_children(proc.pid)) or proc.poll() is not None, 30)
                 if not found or proc.poll() is not None:

@@ -111,7 +111,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.service.daemon import run_daemon
 
-    return run_daemon(args.config, args.manifest, once=args.once)
+    # config.yaml's log_level/log_format apply unless the command line chose.
+    return run_daemon(args.config, args.manifest, once=args.once,
+                      config_logging=not (args.verbose or args.debug or args.log_format))
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:

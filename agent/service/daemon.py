@@ -13,15 +13,15 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from agent import __version__
-from agent.errors import EX_UNAVAILABLE, AgentError
+from agent.errors import EX_TEMPFAIL, AgentError
 from agent.fleet.controller import FleetController
-from agent.logs import event
-from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_manifest
+from agent.logs import event, setup_logging
+from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_config, load_manifest, resolve_config_paths
 from agent.manifest.models import PipelineSpec
 from agent.mqtt.credentials import credentials_dir_from_env
 from agent.mqtt.link import MqttLink
@@ -125,6 +125,9 @@ class Daemon:
         self._set_phase("building engines")
         self.runtime = ManifestRuntime.prepare(self.wiring.loaded, self.wiring.preparer, self._make_sink,
                                                open_source)
+        # `import paddle` installs its own fatal-signal handlers; re-arm faulthandler so a watchdog
+        # SIGABRT still writes every thread's Python stack to the journal.
+        faulthandler.enable(all_threads=True)
         if self.runtime.failures:
             self.last_error = next(iter(self.runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
@@ -169,7 +172,7 @@ class Daemon:
         if self.once and not flushed:
             event(log, logging.ERROR, "agent.unflushed", pending=self.spool.depth(),
                   hint="results stay in the spool and are sent on the next start")
-            return EX_UNAVAILABLE
+            return EX_TEMPFAIL
         return code
 
     # results and health -------------------------------------------------------------------
@@ -212,6 +215,7 @@ class Daemon:
     def _reload_from_disk(self) -> None:
         self.notifier.reloading()
         try:
+            self._reload_config()
             loaded = load_manifest(self.wiring.paths.manifest)
         except AgentError as exc:
             self.last_error = str(exc)
@@ -231,6 +235,19 @@ class Daemon:
 
         if not self.apply_manifest(loaded, done, origin="file"):
             self.notifier.ready("running (reload skipped: a swap is in progress)")
+
+    def _reload_config(self) -> None:
+        """Re-read config.yaml: apply what can change live, name what needs a restart."""
+        fresh = resolve_config_paths(load_config(self.wiring.paths.config_file), self.wiring.paths.config_file)
+        live = {"manifest", "health_interval", "log_level", "log_format"}
+        restart = sorted(k for k in type(fresh).model_fields
+                         if k not in live and getattr(fresh, k) != getattr(self.config, k))
+        if restart:
+            event(log, logging.WARNING, "reload.restart_required", fields=",".join(restart),
+                  hint="systemctl restart edge-agent applies these")
+        self.config = self.config.model_copy(update={k: getattr(fresh, k) for k in live})
+        self.wiring.paths = replace(self.wiring.paths, manifest=Path(fresh.manifest))
+        logging.getLogger().setLevel(fresh.log_level.upper())
 
     def _swap(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str) -> None:
         try:
@@ -317,7 +334,8 @@ def _import_paddle_first() -> None:
         faulthandler.enable()
 
 
-def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = False) -> int:
+def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = False,
+               config_logging: bool = False) -> int:
     notifier = Notifier.from_env()
     holder: Dict[str, Daemon] = {}
 
@@ -326,6 +344,8 @@ def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = Fa
             holder["daemon"].on_progress(p)
 
     wiring = Wiring.from_files(config_path, manifest_path, progress=progress)
+    if config_logging:
+        setup_logging(getattr(logging, wiring.config.log_level.upper()), wiring.config.log_format)
     origin = "file"
     stored = ManifestStore(wiring.paths.state_dir).current()
     # A fleet update survives restarts, unless the operator has since put a newer manifest in the file.
