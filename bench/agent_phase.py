@@ -183,8 +183,8 @@ def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
         result["cache_hit"] = prepared.hit
         result["placement"] = {"route": prepared.placement.route, "device": prepared.placement.device,
                                "precision": prepared.placement.precision}
-        feeds = _first_frame_feeds(pipeline.preprocess, Path(params["video"]))
-        result["predictor_only"] = _predictor_loop(pipeline.predictor, feeds, warmup, int(params["frames"]))
+        feeds = _first_frame_feeds(pipeline.inference.preprocess, Path(params["video"]))
+        result["predictor_only"] = _predictor_loop(pipeline.inference.predictor, feeds, warmup, int(params["frames"]))
     finally:
         runtime.close()
         publisher.stop()

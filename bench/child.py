@@ -138,6 +138,9 @@ def _resolve(name: str) -> PhaseFn:
 
 def main() -> None:
     name, params, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+    if params.get("switch_interval_ms"):
+        # the experiment of docs/benchmarks.md: how long a thread waiting for the GIL lets the holder run
+        sys.setswitchinterval(float(params["switch_interval_ms"]) / 1000.0)
     result = _resolve(name)(params)
     result.setdefault("peak_rss_mb", peak_rss_mb())  # a phase may take it before work that is not measured
     out.write_text(json.dumps(result))

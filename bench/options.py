@@ -27,5 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
                         help="gpu: Paddle-TensorRT on a Jetson (written for it, not run on a CPU-only machine)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="sys.setswitchinterval in every phase (default: Python's 5 ms); see docs/benchmarks.md")
     parser.add_argument("--no-overlap", action="store_true", help="skip the threads-vs-processes measurements")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")

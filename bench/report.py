@@ -77,7 +77,9 @@ def render(doc: Dict[str, Any]) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
              f"paddlepaddle {m['paddlepaddle']}, opencv {m['opencv']}, paho-mqtt {m['paho-mqtt']}, {m['broker']}",
              f"settings: {st['frames']} frames 640x480 MJPG, Paddle threads {st['threads']}, target {st['target']}, "
-             f"precision {st['precision']}, load average at start {m['loadavg_at_start']}", ""]
+             f"precision {st['precision']}, GIL switch interval "
+             f"{st['switch_interval_ms'] or 5} ms, environment {m['env'] or '-'}, "
+             f"load average at start {m['loadavg_at_start']}", ""]
     for result in doc["models"].values():
         lines += [*model_table(result), ""]
     lines += overlap_table(doc.get("overlap", {}))

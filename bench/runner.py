@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from agent.demo.broker import Broker, free_port
 from bench.agent_phase import write_config
@@ -33,6 +33,9 @@ WARMUP = 10  # inferences before the limit and the peer; frames the agent's wind
 TARGET_HEAVY_LIMIT_RATIO = 0.95
 TARGET_RSS_OVERHEAD_MB = 60.0
 
+# environment variables that change the numbers (children inherit them); recorded with the results
+TUNING_ENV = ("KMP_BLOCKTIME", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "FLAGS_enable_pir_api")
+
 Log = Callable[[str], None]
 
 
@@ -47,11 +50,14 @@ class BenchSettings:
     precision: str = "fp32"
     overlap: bool = True
     overlap_iterations: int = 40
+    switch_interval_ms: Optional[float] = None  # sys.setswitchinterval in every phase; None: Python's 5 ms
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_KEYS]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KEYS)}")
+        if self.switch_interval_ms is not None and not 0 < self.switch_interval_ms <= 1000:
+            raise ValueError("switch_interval_ms must be between 0 and 1000")
         if self.frames < 2 * WARMUP or self.repeat < 1 or self.threads < 1 or self.overlap_iterations < 2:
             raise ValueError(f"need frames >= {2 * WARMUP}, repeat >= 1, threads >= 1 and overlap_iterations >= 2")
 
@@ -85,6 +91,7 @@ def machine_info() -> Dict[str, Any]:
         "paddlepaddle": pkg("paddlepaddle") if pkg("paddlepaddle") != "not installed" else pkg("paddlepaddle-gpu"),
         "opencv": pkg("opencv-python-headless"), "paho-mqtt": pkg("paho-mqtt"), "broker": broker,
         "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+        "env": {k: os.environ[k] for k in TUNING_ENV if k in os.environ},
     }
 
 
@@ -114,7 +121,8 @@ def _phase_params(settings: BenchSettings, model: BenchModel, video: Path, port:
             "std": list(model.std), "labels": list(model.labels), "threads": settings.threads,
             "device": "gpu" if settings.target != "cpu" else "cpu", "precision": settings.precision,
             "cache_dir": str(config.parent / "seed-cache"), "video": str(video), "frames": settings.frames,
-            "host": "127.0.0.1", "port": port, "config": str(config), "warmup": WARMUP}
+            "host": "127.0.0.1", "port": port, "config": str(config), "warmup": WARMUP,
+            "switch_interval_ms": settings.switch_interval_ms}
 
 
 def _bench_model(settings: BenchSettings, key: str, video: Path, port: int, receipts: Receipts,
@@ -195,6 +203,7 @@ def _overlap(settings: BenchSettings, video: Path, log: Log) -> Dict[str, Any]:
     models = [ensure_model(key, settings.work.resolve() / "models") for key in settings.models]
     log(f"threads vs processes: GIL, scaling and hand-off on {models[0].name}; stage overlap on every model")
     params = {"video": str(video), "threads": settings.threads, "iterations": settings.overlap_iterations,
+              "switch_interval_ms": settings.switch_interval_ms,
               "models": [{"name": m.name, "model": m.model, "params": m.params, "size": list(m.size),
                           "mean": list(m.mean), "std": list(m.std), "frames": settings.frames} for m in models]}
     return run_phase("probe", params)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from agent.faults.harness import AgentProcess, cache_state, spool_depth, wait_until
+from agent.faults.harness import AgentProcess, cache_state, wait_until
 from agent.faults.report import ScenarioResult
 from agent.faults.rig import FaultEnv, Rig, rig
 
@@ -54,7 +54,8 @@ class SmallDisk:
         return ["nsenter", "-F", "-m", "-t", str(self._holder.pid), "--"]
 
     def path(self, inner: Path) -> Path:
-        """``inner`` (an absolute path as the agent sees it) as the harness can open it."""
+        """``inner`` (an absolute path as the agent sees it) as the harness can open it with plain file
+        calls (not SQLite: it resolves the /proc/<pid>/root link and opens the harness's own file)."""
         return Path(f"/proc/{self._holder.pid}/root") / inner.resolve().relative_to("/")
 
     def free_bytes(self) -> int:
@@ -126,8 +127,11 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
             resume_s = time.monotonic() - freed
             alive = agent.alive()
             code = agent.stop()
-            left = spool_depth(disk.path(r.box.spool_path))
+            # SQLite resolves /proc/<pid>/root to the harness's own namespace: the restarted agent reports
+            # the spool it found instead
             again = r.agent("restarted", wrapper=disk.wrapper()).start()
+            wait_until(lambda: spool_left_health(r, again) is not None, 120, 0.1)
+            left = spool_left_health(r, again, first=True)
             delivered = wait_until(lambda: spool_left_health(r, again) == 0, 120, 0.1)
             code_again = again.stop()
             r.counter.wait_quiet(1.0, 30)
@@ -142,7 +146,7 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
         "results refused while full (not stored, counted)": refused,
         "acks that failed (publisher.drain_failed)": drain_failures,
         "space freed: results resume after s": round(resume_s, 1) if resumed else "did not resume",
-        "left in the spool at clean stop": left,
+        "left in the spool at clean stop (found by the restart)": left,
         "restart delivers the rest": delivered,
         "results delivered": tally.unique,
         "results lost (of those stored)": len(tally.missing),
@@ -162,9 +166,10 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
     return result
 
 
-def spool_left_health(r: Rig, agent: AgentProcess) -> Optional[int]:
+def spool_left_health(r: Rig, agent: AgentProcess, first: bool = False) -> Optional[int]:
+    """The spool depth in ``agent``'s first or latest health message."""
     docs = [d for d in r.counter.health() if "spool" in d and d.get("ts", 0) >= agent.started]
-    return int(docs[-1]["spool"]["depth"]) if docs else None
+    return int(docs[0 if first else -1]["spool"]["depth"]) if docs else None
 
 
 def cache_disk_full(env: FaultEnv) -> ScenarioResult:

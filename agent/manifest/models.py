@@ -171,6 +171,13 @@ class PostprocessSpec(StrictModel):
         return self
 
 
+class BatchingSpec(StrictModel):
+    """Batch frames from every pipeline of this model in one shared inference worker."""
+
+    max_size: int = Field(4, ge=1, le=1024, description="frames per batch; at most the model's max batch")
+    max_wait_ms: float = Field(5.0, ge=0, le=10000, description="how long a partial batch waits for more frames")
+
+
 class ModelSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     model: str = Field(min_length=1, max_length=PATH_MAX, description=".pdmodel, .json (PIR) or .onnx")
@@ -190,6 +197,7 @@ class ModelSpec(StrictModel):
     sha256: Dict[str, str] = Field(default_factory=dict, description="expected sha256 per file key (model, params)")
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
+    batching: Optional[BatchingSpec] = None
 
     @field_validator("target")
     @classmethod
@@ -228,6 +236,11 @@ class ModelSpec(StrictModel):
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"inputs: names must be unique (got {names})")
+        if self.batching is not None:
+            limit = min([i.shapes()[2][0] for i in self.inputs] + [self.tensorrt.max_batch_size])
+            if self.batching.max_size > limit:
+                raise ValueError(f"batching.max_size: {self.batching.max_size} exceeds the model's max batch {limit} "
+                                 "(tensorrt.max_batch_size and the inputs' max first dimension)")
         return self
 
     @property

@@ -8,6 +8,10 @@ must consume them before the next batch is prepared.
 Queues are bounded. For live sources the policy is "latest frame wins": when inference
 falls behind, the oldest queued frame is dropped and counted. Finite sources (files,
 videos) always block instead, because every frame of a file is wanted.
+
+With a ``SharedInference`` (agent/pipeline/inference.py) the infer thread hands frames to
+the model's shared worker instead, which batches across pipelines and delivers finished
+results to the post thread.
 """
 
 from __future__ import annotations
@@ -17,21 +21,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Callable, Dict, List, Optional
 
 from agent.errors import AgentError
 from agent.logs import event
 from agent.manifest.models import PipelineSpec
+from agent.pipeline.inference import Inference, LocalInference, SharedInference
 from agent.pipeline.stats import PipelineStats
-from agent.predictors.base import Predictor
 from agent.sources.base import Frame, Source
 
 log = logging.getLogger(__name__)
-
-Preprocess = Callable[[Sequence[np.ndarray]], Tuple[Dict[str, np.ndarray], List[Any]]]
-Postprocess = Callable[[Mapping[str, np.ndarray], Sequence[Any]], List[Dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -72,17 +71,13 @@ class Pipeline:
         self,
         spec: PipelineSpec,
         source: Source,
-        preprocess: Preprocess,
-        predictor: Predictor,
-        postprocess: Postprocess,
+        inference: Inference,
         sink: ResultSink,
         stats: Optional[PipelineStats] = None,
     ) -> None:
         self.spec = spec
         self.source = source
-        self.preprocess = preprocess
-        self.predictor = predictor
-        self.postprocess = postprocess
+        self.inference = inference
         self.sink = sink
         self.stats = stats or PipelineStats(spec.name)
         self._stop = threading.Event()
@@ -91,6 +86,8 @@ class Pipeline:
         self._drop_when_full = spec.queue.policy == "latest" and not source.finite
         self._threads: List[threading.Thread] = []
         self._error_logged: Dict[str, bool] = {}
+        self._pending = 0  # frames handed to a shared worker and not yet delivered back
+        self._pending_cv = threading.Condition()
 
     # lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -139,15 +136,19 @@ class Pipeline:
             self._put_end(self._frames)
 
     def _infer(self) -> None:
+        if isinstance(self.inference, SharedInference):
+            self._forward(self.inference)
+            return
+        local: LocalInference = self.inference
         while True:
             batch = self._next_batch()
             if batch is None:
                 break
             started = time.monotonic()
             try:
-                feeds, metas = self.preprocess([f.image for f in batch])
+                feeds, metas = local.preprocess([f.image for f in batch])
                 pre_done = time.monotonic()
-                outputs = self.predictor.infer(feeds)
+                outputs = local.predictor.infer(feeds)
             except Exception as exc:
                 self._record_error("infer", exc, len(batch))
                 continue
@@ -156,34 +157,70 @@ class Pipeline:
             self._results.put((batch, outputs, metas, timing))
         self._results.put(_END)
 
+    def _forward(self, shared: SharedInference) -> None:
+        while True:
+            item = self._frames.get()
+            if item is _END:
+                break
+            with self._pending_cv:
+                self._pending += 1
+            if not shared.submit(item, self._deliver, self._stop):
+                with self._pending_cv:
+                    self._pending -= 1
+                break
+        # Results of frames already handed over must reach the post thread before the end marker.
+        with self._pending_cv:
+            while self._pending and not self._stop.is_set():
+                self._pending_cv.wait(_POLL_S)
+        self._results.put(_END)
+
+    def _deliver(self, frame: Frame, result: Optional[Dict[str, Any]], timing: Dict[str, float],
+                 error: Optional[str]) -> None:
+        """Called on the shared worker's thread."""
+        self._enqueue_blocking(self._results, ("shared", frame, result, timing, error))
+        with self._pending_cv:
+            self._pending -= 1
+            self._pending_cv.notify_all()
+
     def _post(self) -> None:
         while True:
             item = self._results.get()
             if item is _END:
                 break
+            if item[0] == "shared":
+                _, frame, result, timing, error = item
+                if error is not None:
+                    self._record_failure("infer", error, 1)
+                else:
+                    self._emit(frame, result, timing, timing["post"], time.monotonic())
+                continue
             batch, outputs, metas, timing = item
             started = time.monotonic()
+            assert isinstance(self.inference, LocalInference)
             try:
-                per_image = self.postprocess(outputs, metas)
+                per_image = self.inference.postprocess(outputs, metas)
             except Exception as exc:
                 self._record_error("post", exc, len(batch))
                 continue
             done = time.monotonic()
-            post_ms = (done - started) * 1000.0
             for frame, result in zip(batch, per_image):
-                latency = {"pre": round(timing["pre"], 3), "infer": round(timing["infer"], 3),
-                           "post": round(post_ms, 3), "total": round((done - frame.mono) * 1000.0, 3)}
-                self.stats.on_result(latency)
-                if frame.index % self.spec.publish.every_n:
-                    continue
-                try:
-                    self.sink(FrameResult(self.spec.name, self.spec.model, frame.source, frame.index,
-                                          frame.ts, frame.mono, latency, result))
-                    self.stats.on_published()
-                except Exception as exc:
-                    self._record_error("publish", exc, 1)
+                self._emit(frame, result, timing, (done - started) * 1000.0, done)
         if self.stats.state == "running":
             self.stats.state = "finished" if self.source.finite else "stopped"
+
+    def _emit(self, frame: Frame, result: Dict[str, Any], timing: Dict[str, float], post_ms: float,
+              done: float) -> None:
+        latency = {"pre": round(timing["pre"], 3), "infer": round(timing["infer"], 3),
+                   "post": round(post_ms, 3), "total": round((done - frame.mono) * 1000.0, 3)}
+        self.stats.on_result(latency)
+        if frame.index % self.spec.publish.every_n:
+            return
+        try:
+            self.sink(FrameResult(self.spec.name, self.spec.model, frame.source, frame.index,
+                                  frame.ts, frame.mono, latency, result))
+            self.stats.on_published()
+        except Exception as exc:
+            self._record_error("publish", exc, 1)
 
     # helpers -----------------------------------------------------------------------
     def _enqueue(self, q: queue.Queue[Any], item: Any) -> None:
@@ -192,6 +229,9 @@ class Pipeline:
             if dropped:
                 self.stats.on_drop(dropped)
             return
+        self._enqueue_blocking(q, item)
+
+    def _enqueue_blocking(self, q: queue.Queue[Any], item: Any) -> None:
         while not self._stop.is_set():
             try:
                 q.put(item, timeout=_POLL_S)
@@ -231,7 +271,9 @@ class Pipeline:
         return batch
 
     def _record_error(self, stage: str, exc: Exception, frames: int) -> None:
-        message = f"{stage}: {type(exc).__name__}: {exc}"
+        self._record_failure(stage, f"{stage}: {type(exc).__name__}: {exc}", frames)
+
+    def _record_failure(self, stage: str, message: str, frames: int) -> None:
         self.stats.on_error(message)
         self.stats.on_drop(frames)
         # One log line per stage and pipeline, not one per frame: a broken model would flood the journal.

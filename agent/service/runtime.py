@@ -17,8 +17,9 @@ from agent.errors import AgentError, BuildError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest
 from agent.manifest.models import PipelineSpec, SourceOptions
+from agent.pipeline.inference import Inference, LocalInference, SharedInference
 from agent.pipeline.runner import FrameResult, Pipeline
-from agent.pipeline.stats import PipelineStats
+from agent.pipeline.stats import PipelineStats, percentiles
 from agent.processing import make_postprocessor
 from agent.processing.labels import load_labels
 from agent.processing.preprocess import Preprocessor
@@ -36,6 +37,7 @@ class ManifestRuntime:
     models: Dict[str, PreparedModel] = field(default_factory=dict)
     pipelines: Dict[str, Pipeline] = field(default_factory=dict)
     failures: Dict[str, str] = field(default_factory=dict)  # model or pipeline name -> why it is not running
+    shared: Dict[str, SharedInference] = field(default_factory=dict)  # model name -> its batching worker
 
     @classmethod
     def prepare(
@@ -85,23 +87,37 @@ class ManifestRuntime:
                 self.failures[pspec.name] = str(exc)
                 event(log, logging.ERROR, "pipeline.source_failed", pipeline=pspec.name, error=str(exc))
                 continue
-            # The first pipeline of a model uses the loaded predictor; others get clones sharing weights.
-            n = users.get(pspec.model, 0)
-            users[pspec.model] = n + 1
-            predictor = prepared.predictor if n == 0 else prepared.predictor.clone()
-            mspec = prepared.spec
-            pre = Preprocessor(mspec.preprocess, predictor.inputs)
-            post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
-            self.pipelines[pspec.name] = Pipeline(pspec, source, pre, predictor, post, make_sink(pspec),
+            self.pipelines[pspec.name] = Pipeline(pspec, source, self._inference(prepared, users), make_sink(pspec),
                                                   PipelineStats(pspec.name))
 
+    def _inference(self, prepared: PreparedModel, users: Dict[str, int]) -> Inference:
+        """A shared batching worker when the model asks for one; otherwise a predictor of the
+        pipeline's own: the first pipeline of a model uses the loaded one, others clones sharing weights."""
+        mspec = prepared.spec
+        assert prepared.predictor is not None
+        if mspec.batching is not None and mspec.name in self.shared:
+            return self.shared[mspec.name]
+        n = users.get(mspec.name, 0)
+        users[mspec.name] = n + 1
+        predictor = prepared.predictor if n == 0 else prepared.predictor.clone()
+        pre = Preprocessor(mspec.preprocess, predictor.inputs)
+        post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
+        if mspec.batching is None:
+            return LocalInference(pre, predictor, post)
+        self.shared[mspec.name] = SharedInference(mspec.name, mspec.batching, pre, predictor, post)
+        return self.shared[mspec.name]
+
     def start(self) -> None:
+        for worker in self.shared.values():
+            worker.start()
         for pipeline in self.pipelines.values():
             pipeline.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         for pipeline in self.pipelines.values():
             pipeline.stop(timeout)
+        for worker in self.shared.values():
+            worker.stop(timeout)
 
     def close(self) -> None:
         self.stop()
@@ -150,8 +166,6 @@ class ManifestRuntime:
                 if pipeline.spec.model == name:
                     infer += pipeline.stats.latency_samples("infer")
                     errors += pipeline.stats.errors
-            from agent.pipeline.stats import percentiles
-
             p = prepared.placement
             out[name] = {
                 "backend": p.backend, "route": p.route, "device": p.device, "precision": p.precision,

@@ -62,7 +62,8 @@ class Subscriber:
         self.client.disconnect()
 
 
-def setup_agent(tmp: Path, broker: Broker, demo: DemoAssets, legacy: ExportedModel) -> Path:
+def setup_agent(tmp: Path, broker: Broker, demo: DemoAssets, legacy: ExportedModel, batching: bool = False) -> Path:
+    shared = "\n    batching: {max_size: 4, max_wait_ms: 20}\n    tensorrt: {max_batch_size: 4}" if batching else ""
     manifest = write(tmp / "manifest.yaml", f"""
 version: 3
 models:
@@ -74,7 +75,7 @@ models:
     inputs: [{{name: x, min: [1, 3, 64, 64], opt: [1, 3, 64, 64], max: [4, 3, 64, 64]}}]
     preprocess: {{resize: [64, 64], color: rgb, scale: 0.00392156862745098}}
     postprocess: {{type: classification, labels_file: {demo.labels}, top_k: 3}}
-    validation: {{inputs: {demo.images}, metric: top1}}
+    validation: {{inputs: {demo.images}, metric: top1}}{shared}
   - name: legacy
     model: {legacy.model}
     params: {legacy.params}
@@ -100,6 +101,12 @@ state_dir: state
 health_interval: 0.5
 mqtt: {{host: 127.0.0.1, port: {broker.port}, topic_prefix: edge, reconnect_min_s: 0.1, reconnect_max_s: 1}}
 """)
+
+
+def imread(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return image
 
 
 def direct_paddle(model: Path, params: Path, batch: np.ndarray) -> np.ndarray:
@@ -148,10 +155,22 @@ def test_build_twice_then_run_once_publishes_every_frame_with_paddle_values(
                 "seq"} <= set(doc)
         assert {"pre", "infer", "post"} <= set(doc["latency_ms"])
 
-    # Values equal a direct Paddle Inference run on the same decoded images.
+    assert_equal_to_direct_paddle(demo_assets, stills)
     files = sorted(demo_assets.images.glob("*.png"))
-    images = np.stack([cv2.resize(cv2.imread(str(f)), (64, 64)) for f in files])
-    expected = direct_paddle(demo_assets.model, demo_assets.params, to_model_input(images))
+    legacy_model = paddle_models["classifier-legacy"]
+    small = np.stack([cv2.resize(imread(f), (32, 32)) for f in files])
+    expected_legacy = direct_paddle(legacy_model.model, legacy_model.params, to_model_input(small))
+    by_source = {Path(r["source"]).name: r for r in legacy}
+    for f, row in zip(files, expected_legacy):
+        out = by_source[f.name]["outputs"]["outputs"][0]
+        np.testing.assert_allclose(out["values"], row, atol=1e-5)
+
+
+def assert_equal_to_direct_paddle(demo: DemoAssets, stills: List[Dict[str, Any]]) -> None:
+    """Values equal a direct Paddle Inference run on the same decoded images."""
+    files = sorted(demo.images.glob("*.png"))
+    images = np.stack([cv2.resize(imread(f), (64, 64)) for f in files])
+    expected = direct_paddle(demo.model, demo.params, to_model_input(images))
     by_source = {Path(r["source"]).name: r for r in stills}
     for f, probs in zip(files, expected):
         got = by_source[f.name]["outputs"]["classes"]
@@ -160,13 +179,21 @@ def test_build_twice_then_run_once_publishes_every_frame_with_paddle_values(
         np.testing.assert_allclose([c["score"] for c in got], probs[order], atol=1e-5)
         assert got[0]["label"] in ("red", "green", "blue")
 
-    legacy_model = paddle_models["classifier-legacy"]
-    small = np.stack([cv2.resize(cv2.imread(str(f)), (32, 32)) for f in files])
-    expected_legacy = direct_paddle(legacy_model.model, legacy_model.params, to_model_input(small))
-    by_source = {Path(r["source"]).name: r for r in legacy}
-    for f, row in zip(files, expected_legacy):
-        out = by_source[f.name]["outputs"]["outputs"][0]
-        np.testing.assert_allclose(out["values"], row, atol=1e-5)
+
+@pytest.mark.slow
+def test_pipelines_sharing_a_model_batch_across_sources(
+        tmp_path: Path, mqtt_broker: Broker, demo_assets: DemoAssets,
+        paddle_models: Dict[str, ExportedModel]) -> None:
+    config = setup_agent(tmp_path, mqtt_broker, demo_assets, paddle_models["classifier-legacy"], batching=True)
+    viewer = Subscriber(mqtt_broker, "edge/e2e-device")
+    try:
+        run = agent("run", "--once", "--config", str(config), cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        video, stills = viewer.results("video"), viewer.results("stills")
+    finally:
+        viewer.close()
+    assert [r["frame"] for r in video] == list(range(60)) and len(stills) == 6
+    assert_equal_to_direct_paddle(demo_assets, stills)
 
 
 @pytest.mark.slow

@@ -179,9 +179,10 @@ def test_every_option_is_covered_by_a_change() -> None:
               "model", "params",  # model/params: by content, through file_hashes
               "validation"}  # an entry is committed only after passing the gate in force
     # These never change what is built: which precision is tried is the ``precision`` argument, the
-    # rest is checked before the build (sha256) or applied to outputs (postprocess; its ``output``
-    # name is keyed through validation when a gate compares it).
-    exempt = {"precision", "precision_fallback", "require_target", "sha256", "postprocess"}
+    # rest is checked before the build (sha256), applied to outputs (postprocess; its ``output``
+    # name is keyed through validation when a gate compares it) or decides how frames are grouped at
+    # run time (batching; the engine's max batch is keyed through tensorrt.max_batch_size and inputs).
+    exempt = {"precision", "precision_fallback", "require_target", "sha256", "postprocess", "batching"}
     assert set(ModelSpec.model_fields) == in_key | exempt
 
 

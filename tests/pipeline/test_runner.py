@@ -8,7 +8,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from agent.manifest.models import PipelineSpec, QueueSpec
+from agent.manifest.models import BatchingSpec, PipelineSpec, QueueSpec
+from agent.pipeline.inference import LocalInference, SharedInference
 from agent.pipeline.runner import FrameResult, Pipeline, put_latest
 from agent.predictors.base import Placement, Predictor, TensorInfo
 from agent.sources.base import Frame, Source
@@ -77,7 +78,7 @@ def post(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> List[Dict[s
 def run(source: Source, predictor: Predictor, **spec: Any) -> Tuple[Pipeline, List[FrameResult]]:
     results: List[FrameResult] = []
     pspec = PipelineSpec(name="p", source="memory://", model="m", **spec)
-    pipeline = Pipeline(pspec, source, pre, predictor, post, results.append)
+    pipeline = Pipeline(pspec, source, LocalInference(pre, predictor, post), results.append)
     pipeline.start()
     return pipeline, results
 
@@ -154,3 +155,49 @@ def test_put_latest_evicts_oldest() -> None:
     assert put_latest(q, 1) == 0 and put_latest(q, 2) == 0
     assert put_latest(q, 3) == 1
     assert [q.get_nowait(), q.get_nowait()] == [2, 3]
+
+
+class BatchRecorder(MeanPredictor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: List[int] = []
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.sizes.append(len(feeds["x"]))
+        return super().infer(feeds)
+
+
+def test_a_shared_worker_batches_frames_from_several_sources() -> None:
+    predictor = BatchRecorder()
+    shared = SharedInference("m", BatchingSpec(max_size=4, max_wait_ms=50), pre, predictor, post)
+    shared.start()
+    outputs: Dict[str, List[FrameResult]] = {"a": [], "b": [], "c": []}
+    pipelines = [Pipeline(PipelineSpec(name=n, source="memory://", model="m"), CountingSource(30), shared,
+                          outputs[n].append) for n in outputs]
+    try:
+        for p in pipelines:
+            p.start()
+        assert all(p.join(20) for p in pipelines)
+    finally:
+        shared.stop()
+    for name, results in outputs.items():
+        # Every frame of every source came back to its own pipeline, in order, with its own value.
+        assert [r.frame for r in results] == list(range(30)), name
+        assert [r.outputs["mean"] for r in results] == [float(i) for i in range(30)]
+    assert sum(predictor.sizes) == 90 and max(predictor.sizes) > 1 and max(predictor.sizes) <= 4
+    assert shared.batches == len(predictor.sizes)
+
+
+def test_a_failing_shared_batch_is_counted_in_each_pipeline() -> None:
+    shared = SharedInference("m", BatchingSpec(max_size=2, max_wait_ms=0), pre, MeanPredictor(fail_on=[5]), post)
+    shared.start()
+    results: List[FrameResult] = []
+    pipeline = Pipeline(PipelineSpec(name="p", source="memory://", model="m"), CountingSource(10), shared,
+                        results.append)
+    try:
+        pipeline.start()
+        assert pipeline.join(20)
+    finally:
+        shared.stop()
+    assert 5 not in [r.frame for r in results] and len(results) >= 8
+    assert pipeline.stats.snapshot()["errors"] >= 1
