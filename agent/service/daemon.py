@@ -84,7 +84,6 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._swap_lock = threading.Lock()
-        self._swap_thread: Optional[threading.Thread] = None
         self.phase = "starting"
 
     # public ---------------------------------------------------------------------------
@@ -99,10 +98,8 @@ class Daemon:
         Returns False when another swap is still running (the caller reports 'busy')."""
         if not self._swap_lock.acquire(blocking=False):
             return False
-        thread = threading.Thread(target=self._swap, args=(loaded, on_done, origin), name="manifest-swap",
-                                  daemon=True)
-        self._swap_thread = thread
-        thread.start()
+        threading.Thread(target=self._swap, args=(loaded, on_done, origin), name="manifest-swap",
+                         daemon=True).start()
         return True
 
     def run(self) -> int:
@@ -239,7 +236,7 @@ class Daemon:
     def _reload_config(self) -> None:
         """Re-read config.yaml: apply what can change live, name what needs a restart."""
         fresh = resolve_config_paths(load_config(self.wiring.paths.config_file), self.wiring.paths.config_file)
-        live = {"manifest", "health_interval", "log_level", "log_format"}
+        live = {"manifest", "health_interval", "log_level"}
         restart = sorted(k for k in type(fresh).model_fields
                          if k not in live and getattr(fresh, k) != getattr(self.config, k))
         if restart:
