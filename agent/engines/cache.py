@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Mappi
 
 from agent.engines.hashing import sha256_file
 from agent.errors import CacheError
+from agent.fsutil import atomic_write, fsync_path
 from agent.logs import event
 
 log = logging.getLogger(__name__)
@@ -407,7 +408,7 @@ class EngineCache:
             for rel in _walk_files(tmp, refuse_links=True):
                 path = tmp / rel
                 files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-                _fsync(path)
+                fsync_path(path)
             now = self._clock()
             meta = {
                 "schema": CACHE_SCHEMA, "key": key, "model": model, "precision": str(fields.get("precision", "")),
@@ -416,14 +417,14 @@ class EngineCache:
             }
             # Round-trip through JSON so the returned entry equals what a later lookup reads.
             text = json.dumps(meta, indent=1, sort_keys=True, default=str)
-            _write_synced(tmp / META, text)
+            atomic_write(tmp / META, text.encode("utf-8"))
             for directory in sorted({(tmp / rel).parent for rel in files} | {tmp}, reverse=True):
-                _fsync(directory)
+                fsync_path(directory)
             if final.exists():
                 raise CacheError(f"{final} appeared while {key} was being built, without being a valid entry: "
                                  "remove it and retry")
             os.rename(tmp, final)
-            _fsync(self.root)
+            fsync_path(self.root)
         except OSError as exc:
             raise _write_error(exc, self.root, f"cannot store {key}") from exc
         return CacheEntry(key, final, json.loads(text))
@@ -432,7 +433,7 @@ class EngineCache:
         """Record the load in meta.json (atomic replace); a read-only cache still loads."""
         meta = dict(entry.meta, last_used=self._clock())
         try:
-            _write_synced(entry.path / META, json.dumps(meta, indent=1, sort_keys=True))
+            atomic_write(entry.path / META, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
         except OSError as exc:
             event(log, logging.INFO, "cache.touch_failed", key=entry.key, error=str(exc))
             return entry
@@ -555,32 +556,6 @@ def _write_error(exc: OSError, directory: Path, what: str) -> CacheError:
         hint = f"check the disk holding {directory}"
     where = f" ({exc.filename})" if exc.filename else ""
     return CacheError(f"{what}: {exc.strerror or exc}{where}; {hint}")
-
-
-def _write_synced(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, durable before the rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _walk_files(top: Path, refuse_links: bool = False) -> List[str]:
