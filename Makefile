@@ -22,9 +22,10 @@ $(BIN)/edge-agent: pyproject.toml
 setup: $(BIN)/edge-agent
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null)
-	@# systemd-analyze verifies the unit and shellcheck the installer; their tests skip without them.
-	@command -v systemd-analyze >/dev/null && command -v shellcheck >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq systemd shellcheck >/dev/null) || true
+	@# systemd-analyze verifies the unit, shellcheck the installer, strace times the kill -9 fault
+	@# scenarios; their tests skip with a reason without them.
+	@command -v systemd-analyze >/dev/null && command -v shellcheck >/dev/null && command -v strace >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq systemd shellcheck strace >/dev/null) || true
 
 demo: setup
 	$(BIN)/python -m agent.demo

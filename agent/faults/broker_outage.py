@@ -12,8 +12,9 @@ from agent.faults.rig import FaultEnv, rig
 
 
 def broker_restarts(env: FaultEnv, restarts: int = 4, down_s: float = 1.0, up_s: float = 2.0) -> ScenarioResult:
-    """Alternate ``kill -9`` and graceful stops of the broker, ``down_s`` each, under a 30 fps camera.
+    """Broker killed (-9) and stopped in turn under a 30 fps camera: results lost, duplicates, reconnect time.
 
+    ``restarts`` outages of ``down_s`` each, alternating ``kill -9`` and a graceful stop.
     Reconnect time: from the broker accepting connections again (the harness's connect probe,
     ~20 ms resolution) to the agent's ``mqtt.connected`` log event; it is mostly the agent's
     reconnect backoff (0.1 s doubling to 1 s in the scenario's config).

@@ -76,7 +76,8 @@ def _model_name(damage: str) -> str:
 
 
 def damaged_cache(env: FaultEnv) -> ScenarioResult:
-    result = ScenarioResult("damaged-cache-files")
+    """Ten kinds of damaged cache entries (meta.json, backend file): each detected and rebuilt."""
+    result = ScenarioResult("damaged-cache")
     with rig(env, "damaged-cache") as r:
         names = {damage: _model_name(damage) for damage in DAMAGES}
         models = [r.box.model(name) for name in names.values()]

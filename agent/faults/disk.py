@@ -13,12 +13,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from agent.faults.harness import AgentProcess, cache_state, wait_until
+from agent.faults.harness import AGENT_ROOT, AgentProcess, cache_state, wait_until
 from agent.faults.report import ScenarioResult
 from agent.faults.rig import FaultEnv, Rig, rig
 
@@ -58,6 +59,17 @@ class SmallDisk:
         calls (not SQLite: it resolves the /proc/<pid>/root link and opens the harness's own file)."""
         return Path(f"/proc/{self._holder.pid}/root") / inner.resolve().relative_to("/")
 
+    def spool_depth(self, spool: Path) -> int:
+        """Results in the spool at ``spool`` (as the agent sees it), counted by a process inside the namespace:
+        SQLite resolves /proc/<pid>/root to the harness's own namespace, so it cannot be opened from here."""
+        code = "import sys; from pathlib import Path; from agent.faults.harness import spool_depth; " \
+               "print(spool_depth(Path(sys.argv[1])))"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(AGENT_ROOT), os.environ.get("PYTHONPATH", ""))
+                                                          if p))
+        done = subprocess.run([*self.wrapper(), sys.executable, "-c", code, str(spool)], capture_output=True,
+                              env=env, check=True)
+        return int(done.stdout.decode().split()[-1])
+
     def free_bytes(self) -> int:
         st = os.statvfs(self.path(self.mountpoint))
         return st.f_bavail * st.f_frsize
@@ -90,10 +102,12 @@ def _camera(r: Rig, since: float = 0.0) -> Dict[str, Any]:
 
 
 def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0) -> ScenarioResult:
-    """The spool's disk, in three steps. (1) Broker up, only ``tight`` bytes free: does the spool fit?
-    (2) Broker down, then the disk fills up completely; the broker returns while it is still full.
-    (3) Space is freed; the agent is stopped and restarted. Results that could not be stored are
-    counted by the pipeline; every result that was stored must arrive in the end."""
+    """The result spool's disk fills up: refused results counted, every stored result arrives.
+
+    Three steps. (1) Broker up, only ``tight`` bytes free: does the spool fit? (2) Broker down,
+    then the disk fills up completely; the broker returns while it is still full. (3) Space is
+    freed; the agent is stopped and restarted. Results that could not be stored are counted by
+    the pipeline; every result that was stored must arrive in the end."""
     result = ScenarioResult("spool-disk-full")
     why = tmpfs_usable()
     if why is not None:
@@ -126,12 +140,11 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
             resumed = wait_until(lambda: r.counter.count(since=freed) >= 30, 30)
             resume_s = time.monotonic() - freed
             alive = agent.alive()
+            stopping = time.monotonic()
             code = agent.stop()
-            # SQLite resolves /proc/<pid>/root to the harness's own namespace: the restarted agent reports
-            # the spool it found instead
+            stop_s = time.monotonic() - stopping
+            left = disk.spool_depth(r.box.spool_path)
             again = r.agent("restarted", wrapper=disk.wrapper()).start()
-            wait_until(lambda: spool_left_health(r, again) is not None, 120, 0.1)
-            left = spool_left_health(r, again, first=True)
             delivered = wait_until(lambda: spool_left_health(r, again) == 0, 120, 0.1)
             code_again = again.stop()
             r.counter.wait_quiet(1.0, 30)
@@ -146,7 +159,8 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
         "results refused while full (not stored, counted)": refused,
         "acks that failed (publisher.drain_failed)": drain_failures,
         "space freed: results resume after s": round(resume_s, 1) if resumed else "did not resume",
-        "left in the spool at clean stop (found by the restart)": left,
+        "clean stop took s (flush timeout 10 s)": round(stop_s, 1),
+        "left in the spool after the clean stop": left,
         "restart delivers the rest": delivered,
         "results delivered": tally.unique,
         "results lost (of those stored)": len(tally.missing),
@@ -160,21 +174,24 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
     if tight_refused:
         result.notes.append(f"with {tight >> 10} KiB free the spool refuses results even with the broker up: "
                             "SQLite's WAL grows to ~4 MiB (1000 pages) before it is checkpointed and reused")
-    if while_full == 0:
-        result.notes.append("while the disk stays full, delivery stops even with the broker back: deleting an "
-                            "acknowledged result needs WAL space; those results stay spooled (sent after restart)")
+    if drain_failures:
+        result.notes.append("deleting acknowledged results failed on the full disk (publisher.drain_failed): "
+                            "those rows stay spooled, are not retried by this process, and are sent again after "
+                            "the restart (duplicates)")
     return result
 
 
-def spool_left_health(r: Rig, agent: AgentProcess, first: bool = False) -> Optional[int]:
-    """The spool depth in ``agent``'s first or latest health message."""
+def spool_left_health(r: Rig, agent: AgentProcess) -> Optional[int]:
+    """The spool depth in ``agent``'s latest health message."""
     docs = [d for d in r.counter.health() if "spool" in d and d.get("ts", 0) >= agent.started]
-    return int(docs[0 if first else -1]["spool"]["depth"]) if docs else None
+    return int(docs[-1]["spool"]["depth"]) if docs else None
 
 
 def cache_disk_full(env: FaultEnv) -> ScenarioResult:
-    """The engine cache's disk is full at start-up: the build fails with an actionable error and the agent
-    stays up; once space is freed, a SIGHUP reload builds the engine and the pipeline runs."""
+    """The engine cache's disk is full at start-up: clear error, agent stays up, SIGHUP recovers.
+
+    The build fails with an actionable error and the agent stays up; once space is freed, a
+    SIGHUP reload builds the engine and the pipeline runs."""
     result = ScenarioResult("cache-disk-full")
     why = tmpfs_usable()
     if why is not None:

@@ -2,8 +2,8 @@
 persistent Mosquitto, and the agent as a real child process whose JSON log is parsed.
 
 The agent runs as ``python -m agent -v --log-format json run --config <sandbox>/config.yaml``,
-optionally behind a wrapper command (strace to delay syscalls, ``unshare -m`` to mount a small
-tmpfs). ``AgentProcess.pid`` is always the agent's own process, not the wrapper's.
+optionally behind a wrapper command (strace to delay syscalls, nsenter to run on a small tmpfs).
+``AgentProcess.pid`` is always the agent's own process, not the wrapper's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import yaml
 import agent
 from agent.demo.assets import DemoAssets
 from agent.demo.broker import Broker
+from agent.engines.cache import EngineCache
+from agent.mqtt.spool import Spool
 
 DEVICE_ID = "fault-dev"
 PREFIX = "edge"
@@ -86,11 +88,12 @@ class Sandbox:
         return self.state_dir / "spool.sqlite3"
 
     def write_config(self, **overrides: Any) -> Path:
-        """config.yaml with fast reconnects, a 0.5 s health interval and a 0.5 s swap grace period;
+        """config.yaml with fast reconnects, a 0.5 s health interval, a 0.5 s swap grace period and JSON
+        info logs (the harness reads them; a SIGHUP re-applies config.yaml's log settings);
         top-level ``overrides`` replace whole sections."""
         doc: Dict[str, Any] = {
             "device_id": self.device_id, "manifest": "manifest.yaml", "cache_dir": "cache", "state_dir": "state",
-            "health_interval": 0.5,
+            "health_interval": 0.5, "log_level": "info", "log_format": "json",
             "mqtt": {"host": "127.0.0.1", "port": self.port, "topic_prefix": PREFIX, "keepalive": 5,
                      "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
             "fleet": {"grace_period_s": 0.5},
@@ -279,8 +282,6 @@ def _children(pid: int) -> List[int]:
 
 def spool_depth(path: Path) -> int:
     """Results left in a spool no agent holds open (the agent exited or was killed)."""
-    from agent.mqtt.spool import Spool
-
     spool = Spool(path, 1 << 30, 10_000_000)
     try:
         return spool.depth()
@@ -302,8 +303,6 @@ class CacheState:
 
 def cache_state(engines_dir: Path) -> CacheState:
     """The engine cache as the agent's own verification sees it (every file hashed)."""
-    from agent.engines.cache import EngineCache
-
     cache = EngineCache(engines_dir)
     problems = cache.verify()
     keys = sorted(e.key for e in cache.entries())

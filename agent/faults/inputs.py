@@ -16,8 +16,10 @@ def _pipeline_health(doc: Dict[str, Any], name: str) -> Dict[str, Any]:
 
 
 def hung_source(env: FaultEnv, watch_s: float = 6.0) -> ScenarioResult:
-    """A second camera accepts the connection and never sends a byte. The first camera's results must keep
-    flowing, the hung one must be reported (stalls, reconnects), and SIGTERM must still stop the agent."""
+    """A camera that accepts the connection and never sends: reported, the rest keeps running.
+
+    The other camera's results must keep flowing, the hung one must be reported (stalls,
+    reconnects), and SIGTERM must still stop the agent."""
     result = ScenarioResult("hung-source")
     with rig(env, "hung-source") as r:
         stuck_options = {"stall_timeout_s": 1.0, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0}
@@ -57,7 +59,9 @@ def hung_source(env: FaultEnv, watch_s: float = 6.0) -> ScenarioResult:
 
 
 def raising_model(env: FaultEnv, watch_s: float = 4.0) -> ScenarioResult:
-    """A model whose ``run()`` raises on every other frame (a size its classifier layer does not fit)."""
+    """A model whose ``run()`` raises on every other frame: counted, logged once, pipeline keeps running.
+
+    The failing frames have a size its classifier layer does not fit."""
     result = ScenarioResult("model-raises")
     with rig(env, "model-raises") as r:
         program, params = export_fixed_size_classifier(r.box.root / "fixed")

@@ -39,11 +39,17 @@ def slow_validation(root: Path, count: int) -> Dict[str, Any]:
     return {"inputs": str(images), "metric": "top1", "count": count}
 
 
-def kill_when(agent: AgentProcess, ready: Callable[[], bool], timeout: float) -> bool:
-    """SIGKILL the agent as soon as ``ready()``; False when the moment never came (the agent is killed anyway)."""
-    came = wait_until(lambda: ready() or not agent.alive(), timeout, 0.005) and agent.alive()
+def kill_when(agent: AgentProcess, ready: Callable[[], bool], past: Callable[[], bool], timeout: float) -> bool:
+    """SIGKILL the agent as soon as ``ready()``. False when the moment never came: ``past()`` says it is over
+    (e.g. the build finished), the agent exited, or ``timeout``; the agent is killed anyway."""
+    wait_until(lambda: ready() or past() or not agent.alive(), timeout, 0.005)
+    came = ready() and agent.alive()
     agent.kill()
     return came
+
+
+def logged(agent: AgentProcess, *names: str) -> Callable[[], bool]:
+    return lambda: any(agent.events(name) for name in names)
 
 
 def gate_started(agent: AgentProcess, after: int = 0) -> Callable[[], bool]:
@@ -62,27 +68,26 @@ def _restart_and_check(r: Rig, result: ScenarioResult, name: str) -> Dict[str, A
     code = agent.stop()
     result.expect(code == 0, f"{name}: exit code {code} after SIGTERM")
     return {"swept": len(agent.events("cache.stale_tmp")), "rebuilt": len(built),
-            "first_result_s": round(first_result[0].mono - started, 2) if first_result else None,
-            "corrupt": len(agent.events("cache.corrupt"))}
+            "first_result_s": round(first_result[0].mono - started, 2) if first_result else None}
 
 
 def build(env: FaultEnv, gate_images: int = 300) -> ScenarioResult:
-    """Kill while the engine is being built (inside the accuracy gate), restart."""
-    result = ScenarioResult("kill-9-during-build")
+    """kill -9 while the engine is being built (inside its accuracy gate), then restart."""
+    result = ScenarioResult("kill-during-build")
     with rig(env, "kill-during-build") as r:
         r.box.write_config()
         r.box.write_manifest([r.camera_pipeline()], [r.box.model(validation=slow_validation(r.box.root,
                                                                                              gate_images))])
         agent = r.agent("killed").start()
-        hit = kill_when(agent, gate_started(agent), 180)
+        hit = kill_when(agent, gate_started(agent), logged(agent, "cache.built", "agent.running"), 180)
         if not result.expect(hit, "the build was never seen in its accuracy gate (the agent exited first?)"):
             return result
-        partial = [p.name for d in r.box.cache_tmp() for p in d.iterdir()]
+        leftovers = [p.name for d in r.box.cache_tmp() for p in d.iterdir()]
         after_kill = cache_state(r.box.engines_dir)
         restart = _restart_and_check(r, result, "restarted")
         final = cache_state(r.box.engines_dir)
     result.figures.update({
-        "files in the killed build's .tmp": ", ".join(sorted(partial)) or "(none)",
+        "files in the killed build's .tmp": ", ".join(sorted(leftovers)) or "(none)",
         "sealed entries after kill": len(after_kill.entries),
         "stale .tmp after kill": after_kill.stale_tmp,
         "restart: stale .tmp swept": restart["swept"],
@@ -110,17 +115,20 @@ def strace_usable() -> Optional[str]:
 
 
 def cache_write(env: FaultEnv) -> ScenarioResult:
-    """Kill while the cache writes an entry: (A) meta.json written to its temporary name, not yet renamed;
-    (B) meta.json in place, the entry directory not yet renamed to its key. Then restart without strace."""
-    result = ScenarioResult("kill-9-during-cache-write")
+    """kill -9 while the cache writes an entry (strace holds each rename), then restart.
+
+    Two kill points: (A) meta.json written to its temporary name, not yet renamed; (B) meta.json in
+    place, the entry directory not yet renamed to its key. Then a restart without strace."""
+    result = ScenarioResult("kill-during-cache-write")
     why = strace_usable()
     if why is not None:
         result.skipped = why
         return result
     delay = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", "/dev/null", "-e", f"trace={RENAMES}",
              "-e", f"inject={RENAMES}:delay_enter={RENAME_DELAY_US}", "--"]
+    # (A) relies on agent/fsutil.atomic_write naming its temporary file ".<name>.*" next to the target
     points: Dict[str, Callable[[Path], bool]] = {
-        "A: meta.json being renamed into place": lambda d: bool(list(d.glob(".meta.json.*.tmp"))),
+        "A: meta.json being renamed into place": lambda d: bool(list(d.glob(".meta.json.*"))),
         "B: entry being renamed to its key": lambda d: (d / "meta.json").exists(),
     }
     states: List[str] = []
@@ -129,7 +137,7 @@ def cache_write(env: FaultEnv) -> ScenarioResult:
         r.box.write_manifest([r.camera_pipeline()])
         for label, seen in points.items():
             agent = r.agent("killed", wrapper=delay).start()
-            hit = kill_when(agent, partial(_any_build, r, seen), 180)
+            hit = kill_when(agent, partial(_any_build, r, seen), logged(agent, "cache.built", "agent.running"), 180)
             state = cache_state(r.box.engines_dir)
             states.append(f"{len(state.entries)} sealed, {len(state.unsealed)} unsealed, {state.stale_tmp} stale")
             result.expect(hit, f"{label}: the moment was never seen")
@@ -150,9 +158,11 @@ def cache_write(env: FaultEnv) -> ScenarioResult:
 
 
 def manifest_swap(env: FaultEnv, gate_images: int = 300) -> ScenarioResult:
-    """Kill while a fleet update (v2, unsigned: require_signature false) is being built next to the running v1.
+    """kill -9 while a fleet update builds next to the running manifest; restart on the last good one.
+
+    The update (v2, unsigned: require_signature false) is being built next to the running v1.
     After the restart v1 must run at once from its cached engine; the retained desired v2 is then applied."""
-    result = ScenarioResult("kill-9-during-manifest-swap")
+    result = ScenarioResult("kill-during-swap")
     with rig(env, "kill-during-swap") as r:
         assets_root = env.assets.model.parent.parent
         r.box.write_config(fleet={"require_signature": False, "grace_period_s": 0.5,
@@ -167,7 +177,8 @@ def manifest_swap(env: FaultEnv, gate_images: int = 300) -> ScenarioResult:
         gates_before = len([e for e in agent.events("build.progress") if e.get("phase") == "gate"])
         publish_retained(envelope.to_json(), Topics("edge", r.box.device_id).manifest_desired,
                          BrokerTarget(port=r.box.port))
-        hit = kill_when(agent, gate_started(agent, gates_before), 180)
+        hit = kill_when(agent, gate_started(agent, gates_before), logged(agent, "swap.applied", "swap.rolled_back"),
+                        180)
         if not result.expect(hit, "the v2 build was never seen in its accuracy gate"):
             return result
         current = ManifestStore(r.box.state_dir).current()
@@ -215,8 +226,8 @@ def _health_version(r: Rig, since: float, last: bool = False) -> Optional[int]:
 
 
 def spooled(env: FaultEnv, outage_s: float = 2.0) -> ScenarioResult:
-    """Broker down, results accumulate in the spool, kill -9, broker up, restart: every spooled result arrives."""
-    result = ScenarioResult("kill-9-while-spooled")
+    """Broker down, results spooled, kill -9, broker up, restart: every spooled result arrives."""
+    result = ScenarioResult("kill-while-spooled")
     with rig(env, "kill-while-spooled") as r:
         r.box.write_config()
         r.box.write_manifest([r.camera_pipeline()])

@@ -16,6 +16,7 @@ Receive Maximum minus ``STATE_HEADROOM``. A result the broker refuses for good
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class ResultPublisher:
         # drain-thread state
         self._sent: Dict[int, _Sent] = {}
         self._resend: List[SpooledMessage] = []
+        self._acked: List[int] = []  # acknowledged by the broker, not yet deleted from the spool
         self._cursor = 0
         # counters: written by the drain thread, read by stats()
         self._published = 0
@@ -162,7 +164,17 @@ class ResultPublisher:
                     self._last_error = f"broker refused {sent.message.topic} for now: {ticket.reason}"
                     event(log, logging.INFO, "publisher.refused", seq=seq, reason=ticket.reason)
                 self._resend.append(sent.message)
-        self.spool.ack_many(done)
+        self._acked.extend(done)
+        if not self._acked:
+            return
+        try:
+            self.spool.ack_many(self._acked)
+            self._acked.clear()
+        except sqlite3.Error as exc:
+            # e.g. the disk is full: keep the acknowledged seqs and delete them on a later pass, so
+            # they are neither resent in this process nor left behind at a clean stop.
+            self._last_error = f"spool cannot record acknowledgements: {exc}"
+            event(log, logging.WARNING, "publisher.ack_deferred", pending=len(self._acked), error=str(exc))
 
     def _fill(self) -> None:
         epoch = self.link.epoch

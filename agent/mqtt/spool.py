@@ -80,8 +80,11 @@ class Spool:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            # keep the WAL from staying at its high-water mark after a long outage drains
-            self._db.execute("PRAGMA journal_size_limit=8388608")
+            # Checkpoint every 64 pages (~256 KiB) instead of SQLite's 1000 (~4 MiB), and truncate the WAL
+            # back to 1 MiB after each: the spool must keep working on a nearly full disk, where a
+            # 4 MiB WAL alone would refuse results long before max_bytes is reached.
+            self._db.execute("PRAGMA wal_autocheckpoint=64")
+            self._db.execute("PRAGMA journal_size_limit=1048576")
             with self._transaction():
                 for statement in _SCHEMA:
                     self._db.execute(statement)
@@ -233,8 +236,17 @@ class _Transaction:
 
     def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: object) -> None:
         if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                # A failed COMMIT (disk full) leaves the transaction open: close it, then report.
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
 

@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_cache)
 
     from agent.fleet.cli import add_fleet_parser
+    from agent.service.selftest import configure_selftest_parser
 
     add_fleet_parser(sub)
+    configure_selftest_parser(sub.add_parser("selftest", help="run the fault-injection scenarios, print their figures"))
     return parser
 
 

@@ -57,8 +57,10 @@ SwapCallback = Callable[[SwapOutcome], None]
 
 
 class Daemon:
-    def __init__(self, wiring: Wiring, notifier: Notifier, once: bool = False, origin: str = "file") -> None:
+    def __init__(self, wiring: Wiring, notifier: Notifier, once: bool = False, origin: str = "file",
+                 config_logging: bool = False) -> None:
         self.wiring = wiring
+        self.config_logging = config_logging  # config.yaml owns the log level (no -v/--debug given)
         self.origin = origin  # where the starting manifest came from
         self.config = wiring.config
         self.notifier = notifier
@@ -122,9 +124,6 @@ class Daemon:
         self._set_phase("building engines")
         self.runtime = ManifestRuntime.prepare(self.wiring.loaded, self.wiring.preparer, self._make_sink,
                                                open_source)
-        # `import paddle` installs its own fatal-signal handlers; re-arm faulthandler so a watchdog
-        # SIGABRT still writes every thread's Python stack to the journal.
-        faulthandler.enable(all_threads=True)
         if self.runtime.failures:
             self.last_error = next(iter(self.runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
@@ -244,7 +243,8 @@ class Daemon:
                   hint="systemctl restart edge-agent applies these")
         self.config = self.config.model_copy(update={k: getattr(fresh, k) for k in live})
         self.wiring.paths = replace(self.wiring.paths, manifest=Path(fresh.manifest))
-        logging.getLogger().setLevel(fresh.log_level.upper())
+        if self.config_logging:
+            logging.getLogger().setLevel(fresh.log_level.upper())
 
     def _swap(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str) -> None:
         try:
@@ -321,14 +321,14 @@ def _import_paddle_first() -> None:
     """``import paddle`` installs C-level handlers for SIGTERM, SIGABRT, SIGSEGV, ... (its fatal-error
     report) over whatever was there: imported lazily after our handlers, it turned SIGTERM into an
     abort with no clean shutdown, and the watchdog's SIGABRT into no Python stacks. So import it
-    before installing ours, and re-arm faulthandler (PYTHONFAULTHANDLER=1) over its handlers."""
+    before installing ours, then (re-)arm faulthandler over its handlers so a watchdog abort writes
+    every thread's Python stack to the journal."""
     try:
         import paddle  # noqa: F401
     except ImportError:
-        return
-    if faulthandler.is_enabled():
-        faulthandler.disable()
-        faulthandler.enable()
+        pass  # a TensorRT-only install has no Paddle to pre-empt
+    faulthandler.disable()
+    faulthandler.enable(all_threads=True)
 
 
 def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = False,
@@ -356,6 +356,6 @@ def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = Fa
             # Never refuse to start over it: the file's manifest still runs, and the fleet can resend.
             event(log, logging.ERROR, "agent.fleet_manifest_unusable", version=stored.version, error=str(exc),
                   fallback=str(wiring.paths.manifest))
-    daemon = Daemon(wiring, notifier, once=once, origin=origin)
+    daemon = Daemon(wiring, notifier, once=once, origin=origin, config_logging=config_logging)
     holder["daemon"] = daemon
     return daemon.run()
