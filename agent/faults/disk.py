@@ -172,8 +172,8 @@ def spool_disk_full(env: FaultEnv, tight: int = 256 << 10, watch_s: float = 5.0)
     result.expect(delivered and not tally.missing, f"lost stored results (seq): {tally.missing[:20]}")
     result.expect(alive and code == 0 and code_again == 0, f"alive={alive}, exit codes {code}, {code_again}")
     if tight_refused:
-        result.notes.append(f"with {tight >> 10} KiB free the spool refuses results even with the broker up: "
-                            "SQLite's WAL grows to ~4 MiB (1000 pages) before it is checkpointed and reused")
+        result.notes.append(f"with {tight >> 10} KiB free the spool refuses results even with the broker up "
+                            "(docs/reliability.md, finding 2)")
     if drain_failures:
         result.notes.append("deleting acknowledged results failed on the full disk (publisher.drain_failed): "
                             "those rows stay spooled, are not retried by this process, and are sent again after "

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, List, Literal, Optional, Tuple, Union
 
 from agent.errors import PublishError
 from agent.logs import event
@@ -123,11 +123,22 @@ class Spool:
                     self._db.execute(_INSERT, row)
             else:
                 # the per-result path: one statement, committed on its own
-                self._db.execute(_INSERT, row)
+                self._insert_on_tight_disk(row)
             self._next_seq = seq + 1
             self._count += 1 - dropped
             self._bytes += size - freed
             return seq
+
+    def _insert_on_tight_disk(self, row: Tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(_INSERT, row)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            # The WAL holds pages of results already acknowledged and deleted: checkpoint them into
+            # the database (whose freed pages are reused) and truncate the WAL, then try once more.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute(_INSERT, row)
 
     def pending(self, limit: int, after: int = 0) -> List[SpooledMessage]:
         """Up to ``limit`` messages with ``seq > after``, oldest first."""
