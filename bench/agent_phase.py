@@ -15,7 +15,7 @@ run), so a warm-up in this main thread would be neither faithful nor effective. 
 ``warmup`` frames are the warm-up: the measured window opens when frame ``warmup - 1`` reaches the
 sink and closes when the broker has acknowledged the last result (``publisher.flush``); stage
 figures skip those frames too. Up to a queue's worth of frames is already in flight when the window
-opens, which flatters fps by under 1% at 300 frames.
+opens, which flatters fps by about 1% at 200 frames.
 """
 
 from __future__ import annotations
@@ -31,32 +31,37 @@ from agent.manifest.models import PipelineSpec, SourceOptions
 from agent.pipeline.runner import FrameResult
 from agent.sources.base import Frame, Source
 from bench.assets import BenchModel
-from bench.child import Meter, StageTimes, peak_rss_mb, rss_mb
+from bench.child import Meter, StageTimes, peak_rss_mb, rss_mb, thread_cpu_seconds
 
 DEVICE_ID = "bench"
 TOPIC_PREFIX = "bench"
 PIPELINE = "video"
 FLUSH_TIMEOUT_S = 60.0
+THREAD_TAIL = 8
 
 
 class TimedSource(Source):
-    """Delegates to ``inner`` and records how long each frame took to produce (decode)."""
+    """Delegates to ``inner`` and records how long each frame took to produce (decode), in wall
+    time and in the capture thread's CPU time: wall well above CPU means the thread waited (for the
+    GIL or for a core), not that decoding got slower."""
 
-    def __init__(self, inner: Source, times: List[float]) -> None:
+    def __init__(self, inner: Source, wall_ms: List[float], cpu_ms: List[float]) -> None:
         self.inner = inner
         self.uri = inner.uri
         self.finite = inner.finite
-        self._times = times
+        self._wall_ms = wall_ms
+        self._cpu_ms = cpu_ms
 
     def frames(self) -> Iterator[Frame]:
         frames = self.inner.frames()
         while True:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 frame = next(frames)
             except StopIteration:
                 return
-            self._times.append((time.perf_counter() - t0) * 1000.0)
+            self._wall_ms.append((time.perf_counter() - t0) * 1000.0)
+            self._cpu_ms.append((time.thread_time() - c0) * 1000.0)
             yield frame
 
     def close(self) -> None:
@@ -111,8 +116,7 @@ def build_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
 
 def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
     from agent.mqtt import MqttLink, ResultPublisher, Spool, Topics
-    from agent.mqtt.payloads import result_payload
-    from agent.service.runtime import ManifestRuntime
+    from agent.service.runtime import ManifestRuntime, result_sinks
     from agent.service.wiring import Wiring
     from agent.sources import open_source
 
@@ -130,24 +134,31 @@ def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
     warmup = int(params["warmup"])
     meter = Meter()
     decode_ms: List[float] = []
+    decode_cpu_ms: List[float] = []
     spool_ms: List[float] = []
+    # The per-thread CPU window closes THREAD_TAIL frames before the end, while the capture and
+    # inference threads (a few frames ahead of the sink) are still alive to be read.
+    cpu_end_frame = max(warmup, int(params["frames"]) - 1 - THREAD_TAIL)
+    thread_cpu: Dict[str, Dict[str, float]] = {}  # "start"/"end" -> CPU seconds by thread name
 
     def opener(uri: str, options: SourceOptions, base_dir: Path) -> Source:
-        return TimedSource(open_source(uri, options, base_dir), decode_ms)
+        return TimedSource(open_source(uri, options, base_dir), decode_ms, decode_cpu_ms)
+
+    daemon_sinks = result_sinks(publisher, topics, cfg.device_id)
 
     def make_sink(pspec: PipelineSpec) -> Callable[[FrameResult], None]:
-        # the daemon's sink (agent.service.daemon.Daemon._make_sink), plus the timing
-        topic = topics.results(pspec.name)
-        qos, retain = pspec.publish.qos, pspec.publish.retain
+        # the daemon's sink, plus the timing
+        publish = daemon_sinks(pspec)
 
         def sink(r: FrameResult) -> None:
             t0 = time.perf_counter()
-            payload = result_payload(cfg.device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms,
-                                     r.outputs)
-            publisher.publish(topic, payload, qos=qos, retain=retain)
+            publish(r)
             spool_ms.append((time.perf_counter() - t0) * 1000.0)
             if r.frame == warmup - 1:
+                thread_cpu["start"] = thread_cpu_seconds()
                 meter.start()
+            elif r.frame == cpu_end_frame:
+                thread_cpu["end"] = thread_cpu_seconds()
 
         return sink
 
@@ -173,11 +184,13 @@ def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
         steady = processed - warmup
         times = StageTimes()
         times.extend("decode", decode_ms[warmup:])
+        times.extend("decode_cpu", decode_cpu_ms[warmup:])
         for stage in ("pre", "infer", "post"):
             times.extend(stage, pipeline.stats.latency_samples(stage)[-steady:])
         times.extend("spool", spool_ms[warmup:])
         times.extend("capture_to_post", pipeline.stats.latency_samples("total")[-steady:])
         result["stages_ms"] = times.summary()
+        result["thread_cpu_ms_per_frame"] = _per_thread(thread_cpu, cpu_end_frame - warmup + 1)
         result["dropped"] = stats["dropped"]
         result["errors"] = stats["errors"]
         result["cache_hit"] = prepared.hit
@@ -191,6 +204,13 @@ def run_agent(params: Mapping[str, Any]) -> Dict[str, Any]:
         link.close()
         spool.close()
     return result
+
+
+def _per_thread(snapshots: Mapping[str, Dict[str, float]], frames: int) -> Dict[str, float]:
+    """CPU milliseconds per frame of each thread between the two snapshots, busiest first."""
+    start, end = snapshots.get("start", {}), snapshots.get("end", {})
+    out = {name: round((cpu - start.get(name, 0.0)) * 1000.0 / frames, 3) for name, cpu in end.items()}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _first_frame_feeds(preprocess: Callable[..., Any], video: Path) -> Dict[str, np.ndarray]:

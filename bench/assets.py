@@ -46,13 +46,17 @@ class BenchModel:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})  # type: ignore[arg-type]
 
 
-def ensure_model(key: str, root: Path) -> BenchModel:
-    """The exported model ``key`` under ``root``, exporting it (in a child) when missing."""
-    out = root / key
+def ensure_model(key: str, root: Path, legacy: bool = False) -> BenchModel:
+    """The exported model ``key`` under ``root``, exporting it (in a child) when missing. ``legacy``:
+    the pre-PIR ``.pdmodel`` format (Paddle reads ``FLAGS_enable_pir_api`` at import), which the
+    seed's ``enable_tensorrt_engine`` needs; PIR ``.json`` programs take Paddle's PIR-TRT route instead."""
+    out = root / (f"{key}-legacy" if legacy else key)
     record = out / "bench-model.json"
     if not record.exists():
         out.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-m", "bench.assets", key, str(out)], env=child_env(),
+        env = child_env()
+        env["FLAGS_enable_pir_api"] = "0" if legacy else "1"
+        done = subprocess.run([sys.executable, "-m", "bench.assets", key, str(out)], env=env,
                               capture_output=True, text=True)
         if done.returncode != 0 or not record.exists():
             raise RuntimeError(f"exporting the {key} model failed:\n{done.stderr[-3000:]}")

@@ -2,8 +2,8 @@
 GIL shared with the orchestrator (which runs the MQTT subscriber).
 
 ``run_phase(name, params)`` starts ``python -m bench.child NAME PARAMS_JSON OUT_JSON`` and returns the
-phase's result dict, to which the child adds ``peak_rss_mb`` (the peak of the whole process lifetime:
-imports, predictor creation and the run).
+phase's result dict, to which the child adds ``peak_rss_mb`` (the process's peak so far: imports,
+predictor creation and the run) unless the phase took it itself at the end of its measured window.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping
 
 from agent.pipeline.stats import percentiles
@@ -25,13 +26,13 @@ from agent.pipeline.stats import percentiles
 PhaseFn = Callable[[Mapping[str, Any]], Dict[str, Any]]
 
 # phase name -> "module:function"; the function takes the params dict and returns a JSON-able dict
-PHASES: Mapping[str, str] = {
+PHASES: Mapping[str, str] = MappingProxyType({
     "limit": "bench.limit:run_limit",
     "peer": "bench.peer:run_phase",
     "agent": "bench.agent_phase:run_agent",
     "agent-build": "bench.agent_phase:build_agent",
     "probe": "bench.overlap:run_probe",
-}
+})
 
 
 def child_env() -> Dict[str, str]:
@@ -43,8 +44,42 @@ def child_env() -> Dict[str, str]:
 
 
 def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's CPU time plus that of its children that ended (the overlap probe's workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def _machine_busy_seconds() -> float:
+    """Busy CPU time of the whole machine (all cores) since boot; 0 where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / float(os.sysconf("SC_CLK_TCK"))  # user..steal; guest is inside user
+
+
+def thread_cpu_seconds() -> Dict[str, float]:
+    """CPU seconds of every thread of this process by name: Python threads by their ``name``,
+    native ones (Paddle's OpenMP workers, OpenCV's pool) together as "native"."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    out: Dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(tid), "native")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -69,21 +104,27 @@ def rss_mb() -> float:
 @dataclass
 class Meter:
     """The measured window of a phase: wall time and CPU time of the whole process (every thread,
-    Paddle's worker threads included)."""
+    Paddle's worker threads included), and the CPU the rest of the machine used meanwhile
+    (``other_cores``: busy time from /proc/stat minus this process's), which says how undisturbed
+    the window was."""
 
     wall0: float = 0.0
     cpu0: float = 0.0
     load0: float = 0.0
+    busy0: float = 0.0
 
     def start(self) -> None:
         self.load0 = os.getloadavg()[0]
+        self.busy0 = _machine_busy_seconds()
         self.cpu0 = _cpu_seconds()
         self.wall0 = time.perf_counter()
 
     def stop(self, frames: int) -> Dict[str, float]:
         wall = time.perf_counter() - self.wall0
         cpu = _cpu_seconds() - self.cpu0
+        others = max(0.0, _machine_busy_seconds() - self.busy0 - cpu)
         return {
+            "other_cores": round(others / wall, 2) if wall > 0 else 0.0,
             "frames": frames,
             "wall_s": round(wall, 4),
             "fps": round(frames / wall, 2) if wall > 0 else 0.0,

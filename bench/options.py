@@ -20,13 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="heavy = ResNet-18 224x224, light = the demo colour classifier 64x64")
     parser.add_argument("--frames", type=int, default=200,
                         help="video length = frames per phase (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="rounds of limit, peer, agent; the report takes each one's best (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of limit, peer, agent at least; the report takes each one's best (default: "
+                             "%(default)s)")
+    parser.add_argument("--max-repeat", type=int, default=10,
+                        help="more rounds, up to this many, while some phase has had no round that other processes "
+                             "left alone (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="Paddle CPU threads in all three (default: %(default)s)")
     parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
                         help="gpu: Paddle-TensorRT on a Jetson (written for it, not run on a CPU-only machine)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    parser.add_argument("--legacy-format", action="store_true",
+                        help="export the models as .pdmodel (pre-PIR) instead of .json; always so with --target gpu")
     parser.add_argument("--switch-interval-ms", type=float, default=None,
                         help="sys.setswitchinterval in every phase (default: Python's 5 ms); see docs/benchmarks.md")
     parser.add_argument("--no-overlap", action="store_true", help="skip the threads-vs-processes measurements")

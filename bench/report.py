@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-from bench.runner import PHASE_ORDER, check_targets
+from bench.runner import CLEAN_OTHER_CORES, PHASE_ORDER, check_targets
 
 # stage rows: (label, peer stage, agent stage); "-" where a phase has no such stage
 _STAGES = (
     ("decode", "decode", "decode"),
+    ("decode, capture thread CPU time (agent)", "-", "decode_cpu"),
     ("pre-process", "pre", "pre"),
     ("inference", "infer", "infer"),
     ("post-process", "post", "post"),
@@ -27,13 +29,17 @@ def model_table(result: Mapping[str, Any]) -> List[str]:
     s = result["summary"]
     m = result["model"]
     rounds = len(result["rounds"])
-    lines = [f"== {m['name']} ({m['key']}, input {m['input'][0]}x{m['input'][1]}), {rounds} round(s): fps of the best "
-             "round and the median; CPU and RSS medians",
-             f"{'phase':<8} {'fps best':>9} {'median':>9} {'cpu cores':>10} {'cpu ms/frame':>13} {'peak RSS MB':>12}"]
+    lines = [f"== {m['name']} ({m['key']}, {Path(m['program']).name}, input {m['input'][0]}x{m['input'][1]}), "
+             f"{rounds} round(s): fps of the best round (and the CPU other processes used meanwhile) and the median; "
+             "CPU and RSS medians",
+             f"{'phase':<8} {'fps best':>9} {'(others)':>9} {'median':>9} {'cpu cores':>10} {'cpu ms/frame':>13} "
+             f"{'peak RSS MB':>12}"]
     for phase in PHASE_ORDER:
         p = s[phase]
-        lines.append(f"{phase:<8} {p['fps']:>9.1f} {p['fps_median']:>9.1f} {p['cpu_cores']:>10.2f} "
-                     f"{p['cpu_ms_per_frame']:>13.2f} {p['peak_rss_mb']:>12.1f}")
+        lines.append(f"{phase:<8} {p['fps']:>9.1f} {p['other_cores']:>9.2f} {p['fps_median']:>9.1f} "
+                     f"{p['cpu_cores']:>10.2f} {p['cpu_ms_per_frame']:>13.2f} {p['peak_rss_mb']:>12.1f}")
+    clean = ", ".join(f"{phase} {n}" for phase, n in s["clean_rounds"].items())
+    lines.append(f"rounds that other processes left alone (<= {CLEAN_OTHER_CORES} cores): {clean}")
     lines.append(f"agent/limit {s['agent_vs_limit']:.3f} (median of rounds {s['agent_vs_limit_median']:.3f})   "
                  f"agent/peer {s['agent_vs_peer']:.3f} (median of rounds {s['agent_vs_peer_median']:.3f})")
     rss = s["rss_mb"]
@@ -47,6 +53,10 @@ def model_table(result: Mapping[str, Any]) -> List[str]:
                      f"{_pct(stages['agent'].get(agent_key, {})):>24}")
     lines.append(f"{'end to end: capture -> result at subscriber':<52} {'-':>24} {_pct(s['e2e_ms']['peer']):>24} "
                  f"{_pct(s['e2e_ms']['agent']):>24}")
+    threads = s.get("agent_thread_cpu_ms_per_frame", {})
+    if threads:
+        lines.append("agent CPU ms per frame by thread (best round): "
+                     + ", ".join(f"{name} {ms:.2f}" for name, ms in threads.items() if ms >= 0.005))
     return lines
 
 
@@ -55,7 +65,8 @@ def overlap_table(overlap: Mapping[str, Any]) -> List[str]:
         return []
     g, sc, h = overlap["gil"], overlap["scaling"], overlap["handoff"]
     lines = [
-        f"== threads vs processes (GIL, scaling, hand-off: {overlap['model']})",
+        f"== threads vs processes (GIL, scaling, hand-off: {overlap['model']}; other processes used "
+        f"{overlap['other_cores']:.2f} cores meanwhile)",
         f"GIL probe: a Python counter keeps {g['counter_ratio']:.0%} of its rate while another thread runs "
         f"predictor.run() ({g['runs_meanwhile']} runs meanwhile)",
         f"1 predictor, 1 Paddle thread: {sc['one_thread_fps']:.1f} fps; 2 threads (clone): {sc['two_threads_fps']:.1f} "
@@ -74,10 +85,12 @@ def overlap_table(overlap: Mapping[str, Any]) -> List[str]:
 def render(doc: Dict[str, Any]) -> str:
     m = doc["machine"]
     st = doc["settings"]
+    fmt = "legacy .pdmodel" if st["legacy"] else "Paddle's default"
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
              f"paddlepaddle {m['paddlepaddle']}, opencv {m['opencv']}, paho-mqtt {m['paho-mqtt']}, {m['broker']}",
              f"settings: {st['frames']} frames 640x480 MJPG, Paddle threads {st['threads']}, target {st['target']}, "
-             f"precision {st['precision']}, GIL switch interval "
+             f"precision {st['precision']}, models in {fmt} format, "
+             f"GIL switch interval "
              f"{st['switch_interval_ms'] or 5} ms, environment {m['env'] or '-'}, "
              f"load average at start {m['loadavg_at_start']}", ""]
     for result in doc["models"].values():

@@ -58,10 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_cache)
 
     from agent.fleet.cli import add_fleet_parser
+    from agent.service.bench_cmd import configure_bench_parser
     from agent.service.selftest import configure_selftest_parser
 
     add_fleet_parser(sub)
     configure_selftest_parser(sub.add_parser("selftest", help="run the fault-injection scenarios, print their figures"))
+    configure_bench_parser(sub.add_parser("bench", help="limit vs peer vs agent throughput (docs/benchmarks.md)"))
     return parser
 
 

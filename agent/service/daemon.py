@@ -22,18 +22,16 @@ from agent.errors import EX_TEMPFAIL, AgentError
 from agent.fleet.controller import FleetController
 from agent.logs import event, setup_logging
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_config, load_manifest, resolve_config_paths
-from agent.manifest.models import PipelineSpec
 from agent.mqtt.credentials import credentials_dir_from_env
 from agent.mqtt.link import MqttLink
-from agent.mqtt.payloads import health_payload, result_payload
+from agent.mqtt.payloads import health_payload
 from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.spool import Spool
 from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
-from agent.pipeline.runner import FrameResult
 from agent.progress import Progress
 from agent.service.notify import Notifier
-from agent.service.runtime import ManifestRuntime
+from agent.service.runtime import ManifestRuntime, result_sinks
 from agent.service.state import ManifestStore
 from agent.service.wiring import Wiring
 from agent.sources import open_source
@@ -73,6 +71,7 @@ class Daemon:
                            self.config.spool.max_messages, synchronous=self.config.spool.synchronous)
         self.publisher = ResultPublisher(self.spool, self.link)
         self.state = StatePublisher(self.link, self.topics, self.config.health_interval)
+        self._make_sink = result_sinks(self.publisher, self.topics, self.config.device_id)
         self.collector = HealthCollector.create({"cache_dir": wiring.paths.cache_dir,
                                                  "state_dir": wiring.paths.state_dir})
         self.last_health: Dict[str, Any] = {}
@@ -172,18 +171,6 @@ class Daemon:
         return code
 
     # results and health -------------------------------------------------------------------
-    def _make_sink(self, pspec: PipelineSpec) -> Callable[[FrameResult], None]:
-        topic = self.topics.results(pspec.name)
-        qos, retain = pspec.publish.qos, pspec.publish.retain
-        device_id = self.config.device_id
-
-        def sink(result: FrameResult) -> None:
-            payload = result_payload(device_id, result.pipeline, result.model, result.source, result.frame,
-                                     result.ts, result.latency_ms, result.outputs)
-            self.publisher.publish(topic, payload, qos=qos, retain=retain)
-
-        return sink
-
     def health(self) -> Dict[str, Any]:
         runtime = self.runtime
         loaded = runtime.loaded if runtime is not None else self.wiring.loaded

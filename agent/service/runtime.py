@@ -17,6 +17,9 @@ from agent.errors import AgentError, BuildError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest
 from agent.manifest.models import PipelineSpec, SourceOptions
+from agent.mqtt.payloads import result_payload
+from agent.mqtt.publisher import ResultPublisher
+from agent.mqtt.topics import Topics
 from agent.pipeline.inference import Inference, LocalInference, SharedInference
 from agent.pipeline.runner import FrameResult, Pipeline
 from agent.pipeline.stats import PipelineStats, percentiles
@@ -29,6 +32,22 @@ log = logging.getLogger(__name__)
 
 SourceOpener = Callable[[str, SourceOptions, Path], Source]
 SinkFactory = Callable[[PipelineSpec], Callable[[FrameResult], None]]
+
+
+def result_sinks(publisher: ResultPublisher, topics: Topics, device_id: str) -> SinkFactory:
+    """Sinks that turn each pipeline's results into versioned payloads on the disk-backed publisher."""
+
+    def make(pspec: PipelineSpec) -> Callable[[FrameResult], None]:
+        topic = topics.results(pspec.name)
+        qos, retain = pspec.publish.qos, pspec.publish.retain
+
+        def sink(r: FrameResult) -> None:
+            payload = result_payload(device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms, r.outputs)
+            publisher.publish(topic, payload, qos=qos, retain=retain)
+
+        return sink
+
+    return make
 
 
 @dataclass

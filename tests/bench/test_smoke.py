@@ -15,13 +15,14 @@ from bench.report import render
 from bench.runner import PHASE_ORDER, WARMUP, BenchSettings, check_targets, run_benchmark
 
 STAGES = {"limit": {"infer"}, "peer": {"decode", "pre", "infer", "post", "publish", "total"},
-          "agent": {"decode", "pre", "infer", "post", "spool", "capture_to_post"}}
+          "agent": {"decode", "decode_cpu", "pre", "infer", "post", "spool", "capture_to_post"}}
 PERCENTILES = {"p50", "p95", "p99", "mean"}
 
 
 @pytest.mark.slow
 def test_light_model_produces_every_figure(tmp_path: Path) -> None:
-    settings = BenchSettings(work=tmp_path / "work", models=("light",), frames=20, repeat=1, overlap_iterations=4)
+    settings = BenchSettings(work=tmp_path / "work", models=("light",), frames=20, repeat=1, max_repeat=1,
+                             overlap_iterations=4, overlap_rounds=1)
     lines: list = []
     doc = run_benchmark(settings, lines.append)
     json.dumps(doc)  # the --json file must be writable
@@ -42,6 +43,8 @@ def test_light_model_produces_every_figure(tmp_path: Path) -> None:
     assert one["agent"]["cache_hit"] is True
     assert one["agent"]["dropped"] == 0 and one["agent"]["errors"] == 0
     assert one["agent"]["predictor_only"]["fps"] > 0
+    assert {"video-capture", "video-infer", "video-post", "mqtt-drain", "native"} <= set(
+        one["agent"]["thread_cpu_ms_per_frame"])
 
     summary = result["summary"]
     for key in ("agent_vs_limit", "agent_vs_peer", "agent_rss_overhead_mb", "agent_predictor_only_fps"):
@@ -61,7 +64,7 @@ def test_light_model_produces_every_figure(tmp_path: Path) -> None:
     for needle in ("agent/limit", "agent/peer", "end to end", "threads vs processes", "targets:"):
         assert needle in text
     assert len(check_targets(doc)) == 2  # light: agent >= peer, RSS overhead (the 95% target is heavy only)
-    assert any("round 1/1 agent" in line for line in lines)
+    assert any("round 1 agent" in line for line in lines)
 
 
 def test_cli_options_and_bad_settings(tmp_path: Path) -> None:
