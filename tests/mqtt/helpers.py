@@ -21,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent.faults.harness import wait_until as poll_until
 from agent.manifest.config import MqttConfig
 
 FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, "keepalive": 5}
@@ -32,12 +33,7 @@ def fast_config(port: int, **overrides: Any) -> MqttConfig:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+    return poll_until(predicate, timeout, interval)
 
 
 @dataclass

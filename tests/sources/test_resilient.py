@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from agent.errors import SourceError
+from agent.faults.harness import wait_until as poll_until
 from agent.manifest.models import SourceOptions
 from agent.sources import open_source
 from agent.sources.backends import Platform
@@ -70,12 +71,7 @@ class Script:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    return poll_until(predicate, timeout)
 
 
 class Consumer:
