@@ -13,6 +13,7 @@ fsynced, so a crash (kill -9, power loss) leaves at most a stale ``.tmp`` direct
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -512,13 +513,11 @@ def _acquire(path: Path, wait: bool) -> Optional[int]:
             os.close(fd)
             raise
         # prune unlinks free lock files; a lock on an unlinked file would guard nothing.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             current = os.stat(path)
             held = os.fstat(fd)
             if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
                 return fd
-        except FileNotFoundError:
-            pass
         os.close(fd)
 
 

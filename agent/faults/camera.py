@@ -47,7 +47,7 @@ class HttpCamera:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
-                pass
+                """Silent: a camera serving 30 fps would flood the selftest's output."""
 
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]

@@ -9,6 +9,7 @@ mount privileges the scenarios report themselves skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -79,12 +80,10 @@ class SmallDisk:
         filler = self.path(self.mountpoint) / "filler"
         with open(filler, "ab") as f:
             block = b"\0" * 4096
-            try:
+            with contextlib.suppress(OSError):  # ENOSPC: the disk is full, as wanted
                 while self.free_bytes() > leave:
                     f.write(block)
                     f.flush()
-            except OSError:
-                pass  # ENOSPC: full
         return filler
 
     def close(self) -> None:

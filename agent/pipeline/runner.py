@@ -16,6 +16,7 @@ results to the post thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -59,11 +60,9 @@ def put_latest(q: queue.Queue[Any], item: Any) -> int:
             q.put_nowait(item)
             return dropped
         except queue.Full:
-            try:
+            with contextlib.suppress(queue.Empty):
                 q.get_nowait()
                 dropped += 1
-            except queue.Empty:
-                pass
 
 
 class Pipeline:
@@ -247,10 +246,8 @@ class Pipeline:
                 return
             except queue.Full:
                 if self._stop.is_set():
-                    try:
+                    with contextlib.suppress(queue.Empty):
                         q.get_nowait()
-                    except queue.Empty:
-                        pass
 
     def _next_batch(self) -> Optional[List[Frame]]:
         """Up to ``spec.batch`` frames, waiting at most ``batch_wait_ms`` after the first."""

@@ -7,6 +7,7 @@ a worker thread while the old pipelines keep running.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -310,10 +311,8 @@ def _import_paddle_first() -> None:
     abort with no clean shutdown, and the watchdog's SIGABRT into no Python stacks. So import it
     before installing ours, then (re-)arm faulthandler over its handlers so a watchdog abort writes
     every thread's Python stack to the journal."""
-    try:
+    with contextlib.suppress(ImportError):  # a TensorRT-only install has no Paddle to pre-empt
         import paddle  # noqa: F401
-    except ImportError:
-        pass  # a TensorRT-only install has no Paddle to pre-empt
     faulthandler.disable()
     faulthandler.enable(all_threads=True)
 
