@@ -151,7 +151,8 @@ class ManifestRuntime:
 
     def healthy(self) -> Optional[str]:
         """None when every pipeline runs and none has failed; else the first reason."""
-        for name, why in self.failures.items():
+        if self.failures:
+            name, why = next(iter(self.failures.items()))
             return f"{name}: {why}"
         for name, pipeline in self.pipelines.items():
             if pipeline.stats.state == "failed":
@@ -171,9 +172,8 @@ class ManifestRuntime:
             snap["source"] = pipeline.source.uri
             snap["source_stats"] = pipeline.source.stats()
             out[name] = snap
-        for name, why in self.failures.items():
-            if name in {p.name for p in self.loaded.manifest.pipelines}:
-                out[name] = {"state": "failed", "last_error": why}
+        names = {p.name for p in self.loaded.manifest.pipelines}
+        out.update({n: {"state": "failed", "last_error": why} for n, why in self.failures.items() if n in names})
         return out
 
     def model_health(self) -> Dict[str, Dict[str, Any]]:
@@ -192,7 +192,6 @@ class ManifestRuntime:
                 "engine_key": prepared.key, "cache_hit": prepared.hit, "notes": p.notes,
                 "latency_ms": percentiles(infer, (50, 95)), "errors": errors,
             }
-        for name, why in self.failures.items():
-            if name in {m.name for m in self.loaded.manifest.models}:
-                out[name] = {"state": "failed", "last_error": why}
+        names = {m.name for m in self.loaded.manifest.models}
+        out.update({n: {"state": "failed", "last_error": why} for n, why in self.failures.items() if n in names})
         return out
