@@ -1,7 +1,4 @@
-"""The benchmark's command-line options, shared by ``python -m bench`` and ``edge-agent bench``.
-
-Imports nothing heavy: the agent's CLI builds its parser from this on every start.
-"""
+"""The benchmark's command-line options (``python -m bench``); imports nothing heavy."""
 
 from __future__ import annotations
 

@@ -51,9 +51,9 @@ def _measure_child(model: str, params: str, ir_optim: bool, memory_optim: bool, 
     """Runs in a child: one predictor creation + first and steady inference, printed as JSON."""
     import paddle.inference as pi
 
+    from agent.backends.paddle.config import ShapeRange, configure
+    from agent.backends.paddle.plan import PaddlePlan
     from agent.manifest.models import ModelSpec
-    from agent.predictors.paddle_config import ShapeRange, configure
-    from agent.predictors.paddle_plan import PaddlePlan
 
     spec = ModelSpec.model_validate_json(spec_json).model_copy(update={"memory_optim": memory_optim})
     ranges = {"x": ShapeRange(MIN, OPT, MAX)}
@@ -106,8 +106,8 @@ def main() -> None:
         _measure_child(model, params, ir == "1", memory == "1", spec_json)
         return
 
+    from agent.backends.paddle.backend import BuildRecord, PaddleBackend
     from agent.manifest.models import ModelSpec
-    from agent.predictors.paddle import BuildRecord, PaddleBackend
     from agent.progress import ProgressTimer
 
     with tempfile.TemporaryDirectory() as tmp:

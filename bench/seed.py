@@ -37,7 +37,7 @@ def create_predictor(model: Path, params: Path, threads: int, device: str = "cpu
         config.set_cpu_math_library_num_threads(threads)
     if str(model).endswith(".json"):
         # Paddle 3.3.1 refuses memory_optim on a PIR program without the new executor (see
-        # agent/predictors/paddle_config.py); a user hits the same error and adds this line.
+        # agent/backends/paddle/config.py); a user hits the same error and adds this line.
         config.enable_new_executor()
     config.disable_glog_info()
     return paddle_infer.create_predictor(config)

@@ -14,15 +14,14 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from agent.engines.backend import Backend
 from agent.engines.cache import CacheEntry, EngineCache
+from agent.engines.contract import Backend, Placement, Predictor, TensorInfo
 from agent.engines.device import DeviceIdentity
 from agent.engines.fingerprint import Fingerprint, compute_fingerprint, hash_files, hash_model_files
 from agent.engines.gate import GateResult, run_gate
 from agent.errors import BuildError, CacheError, ConfigError
 from agent.logs import event
 from agent.manifest.models import ModelSpec
-from agent.predictors.base import Placement, Predictor, TensorInfo
 from agent.progress import ProgressCallback, ProgressTimer, ignore_progress
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.engines.contract import Predictor
 from agent.errors import BuildError
 from agent.logs import event
-from agent.predictors.base import Predictor
 
 log = logging.getLogger(__name__)
 

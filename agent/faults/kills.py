@@ -23,8 +23,8 @@ from agent.faults.report import ScenarioResult
 from agent.faults.rig import FaultEnv, Rig, rig
 from agent.fleet.envelope import build_envelope
 from agent.fleet.publish import BrokerTarget, publish_retained
+from agent.manifest.store import ManifestStore
 from agent.mqtt.topics import Topics
-from agent.service.state import ManifestStore
 
 # strace holds every rename(2) of the agent this long: the window the kill lands in.
 RENAME_DELAY_US = 1_500_000

@@ -38,10 +38,10 @@ from agent.fleet.verify import TrustPolicy, check_newer, check_target, verify_en
 from agent.logs import event
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest
+from agent.manifest.store import ManifestStore
 from agent.mqtt.link import InboundMessage, MqttLink
 from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
-from agent.service.state import ManifestStore
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.engines.contract import Predictor
 from agent.logs import event
 from agent.manifest.models import BatchingSpec
-from agent.predictors.base import Predictor
 from agent.sources.base import Frame
 
 log = logging.getLogger(__name__)

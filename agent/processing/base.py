@@ -7,9 +7,9 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
+from agent.engines.contract import TensorInfo
 from agent.errors import ManifestError, PredictorError
 from agent.logs import event
-from agent.predictors.base import TensorInfo
 from agent.processing.meta import ImageMeta
 
 log = logging.getLogger(__name__)

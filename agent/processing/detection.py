@@ -33,9 +33,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.engines.contract import TensorInfo
 from agent.errors import PredictorError
 from agent.manifest.models import PostprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing.base import check_label_count, fetch, label_of, per_image, pick_output
 from agent.processing.meta import ImageMeta
 from agent.processing.nms import nms

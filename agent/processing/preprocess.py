@@ -39,10 +39,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.engines.contract import TensorInfo
 from agent.errors import BuildError, ConfigError, ManifestError, SourceError
 from agent.logs import event
 from agent.manifest.models import ModelSpec, PathLike, PreprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing.meta import ImageMeta
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from agent.engines.contract import TensorInfo
 from agent.manifest.models import PostprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing.base import fetch, pick_output
 from agent.processing.meta import ImageMeta
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
+from agent.engines.contract import TensorInfo
 from agent.manifest.models import PostprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing import classification, detection, raw, segmentation
 from agent.processing.base import PostProcessor
 

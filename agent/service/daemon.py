@@ -23,6 +23,7 @@ from agent.errors import EX_TEMPFAIL, AgentError
 from agent.fleet.controller import FleetController
 from agent.logs import event, setup_logging
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_config, load_manifest, resolve_config_paths
+from agent.manifest.store import ManifestStore
 from agent.mqtt.credentials import credentials_dir_from_env
 from agent.mqtt.link import MqttLink
 from agent.mqtt.payloads import health_payload
@@ -33,7 +34,6 @@ from agent.mqtt.topics import Topics
 from agent.progress import Progress
 from agent.service.notify import Notifier
 from agent.service.runtime import ManifestRuntime, result_sinks
-from agent.service.state import ManifestStore
 from agent.service.wiring import Wiring
 from agent.sources import open_source
 from agent.telemetry.collect import HealthCollector

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from agent.engines.backend import Backend
 from agent.engines.build import ModelPreparer
 from agent.engines.cache import EngineCache
+from agent.engines.contract import Backend
 from agent.engines.device import DeviceIdentity, detect_device
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, load_config, load_manifest, resolve_config_paths
@@ -31,9 +31,9 @@ class Paths:
 
 def make_backends(cache_dir: Path) -> Dict[str, Backend]:
     """Every backend this build of the agent knows. Each checks its own capabilities when used."""
-    from agent.engines.tensorrt.calibrator import feeds_from_images
-    from agent.predictors.paddle import PaddleBackend
-    from agent.predictors.tensorrt import TensorRTBackend
+    from agent.backends.paddle.backend import PaddleBackend
+    from agent.backends.tensorrt.backend import TensorRTBackend
+    from agent.backends.tensorrt.calibrator import feeds_from_images
 
     paddle = PaddleBackend()
     return {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.errors import EX_USAGE
-from agent.service.bench_cmd import BenchUnavailable, configure_bench_parser, run_bench_command
+from bench.__main__ import run_from_args
+from bench.options import add_arguments
 from bench.report import render
 from bench.runner import PHASE_ORDER, WARMUP, BenchSettings, check_targets, run_benchmark
 
@@ -69,13 +69,6 @@ def test_light_model_produces_every_figure(tmp_path: Path) -> None:
 
 def test_cli_options_and_bad_settings(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
-    configure_bench_parser(parser)
+    add_arguments(parser)
     args = parser.parse_args(["--work", str(tmp_path), "--models", "light", "--frames", "5"])
-    assert args.func is run_bench_command
-    assert run_bench_command(args) == EX_USAGE  # fewer than 10 frames is refused before any work
-
-
-def test_missing_bench_package_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "bench.__main__", None)  # what an installation without bench/ sees
-    with pytest.raises(BenchUnavailable, match="python -m bench"):
-        run_bench_command(argparse.Namespace())
+    assert run_from_args(args) == EX_USAGE  # fewer than 10 frames is refused before any work

@@ -8,12 +8,12 @@ from typing import Any, Dict, List
 
 import pytest
 
+from agent.backends.paddle.backend import PaddleBackend
 from agent.engines.build import ModelPreparer
 from agent.engines.cache import EngineCache
 from agent.engines.device import detect_device
 from agent.errors import BuildError
 from agent.manifest.models import ModelSpec
-from agent.predictors.paddle import PaddleBackend
 from agent.processing.preprocess import calibration_feeds
 from agent.progress import Progress
 from agent.sources.files import list_images

@@ -10,11 +10,11 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 import pytest
 
+from agent.backends.onnxruntime.predictor import OnnxRuntimePredictor
+from agent.backends.paddle.backend import PaddleBackend, PaddlePredictor
+from agent.engines.contract import Predictor, TensorInfo
 from agent.engines.gate import DEFAULT_TOLERANCE, GateResult, run_gate
 from agent.errors import BuildError
-from agent.predictors.base import Predictor, TensorInfo
-from agent.predictors.onnxruntime import OnnxRuntimePredictor
-from agent.predictors.paddle import PaddleBackend, PaddlePredictor
 from agent.progress import ProgressTimer
 from tests.support.models import ExportedModel, random_images
 

@@ -7,11 +7,11 @@ import io
 
 import pytest
 
+from agent.cli.selftest import configure_selftest_parser, run_selftest
 from agent.errors import AgentError
 from agent.faults.catalog import SCENARIOS, run_scenario
 from agent.faults.report import ScenarioResult, format_table
 from agent.faults.rig import FaultEnv
-from agent.service.selftest import configure_selftest_parser, run_selftest
 
 
 def test_list_names_every_scenario_with_its_summary():

@@ -12,9 +12,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from agent.fleet.controller import ApplyFn, FleetController, SwapDone
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_manifest
+from agent.manifest.store import ManifestStore
 from agent.mqtt.link import MqttLink
 from agent.mqtt.topics import Topics
-from agent.service.state import ManifestStore
 from tests.mqtt.helpers import FAST, Recorder, wait_until
 
 

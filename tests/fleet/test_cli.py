@@ -10,8 +10,8 @@ from typing import List
 
 import pytest
 
+from agent.cli.fleet import add_fleet_parser
 from agent.errors import FleetError, PublishError
-from agent.fleet.cli import add_fleet_parser
 from agent.fleet.envelope import parse_envelope
 from agent.fleet.keys import load_public_keys
 from agent.fleet.verify import TrustPolicy, verify_envelope

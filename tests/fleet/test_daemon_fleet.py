@@ -15,9 +15,9 @@ from typing import Iterator
 
 import pytest
 
+from agent.cli.main import build_parser
 from agent.demo.assets import DemoAssets
-from agent.service.cli import build_parser
-from agent.service.state import ManifestStore
+from agent.manifest.store import ManifestStore
 from tests.mqtt.helpers import first_message
 from tests.support.broker import Broker
 from tests.support.fleet_daemon import DEVICE, REPORTED, Site, Watch, shared_assets

@@ -16,9 +16,9 @@ import pytest
 
 from agent.demo.assets import DemoAssets
 from agent.fleet.publish import BrokerTarget, publish_retained
+from agent.manifest.store import ManifestStore
 from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
-from agent.service.state import ManifestStore
 from agent.service.wiring import Wiring
 from tests.fleet.helpers import Signer, tampered
 from tests.support.broker import Broker

@@ -45,12 +45,12 @@ if _REASON is not None:
 import cv2  # noqa: E402 - only after the hardware check
 import onnxruntime as ort  # noqa: E402
 
+from agent.backends.tensorrt.api import TrtLog  # noqa: E402
+from agent.backends.tensorrt.backend import TensorRTBackend  # noqa: E402
+from agent.backends.tensorrt.calibrator import feeds_from_images  # noqa: E402
+from agent.backends.tensorrt.plan import PlanLoadError  # noqa: E402
 from agent.engines.cache import EngineCache  # noqa: E402
-from agent.engines.tensorrt.api import TrtLog  # noqa: E402
-from agent.engines.tensorrt.calibrator import feeds_from_images  # noqa: E402
-from agent.engines.tensorrt.plan import PlanLoadError  # noqa: E402
 from agent.manifest.models import ModelSpec  # noqa: E402
-from agent.predictors.tensorrt import TensorRTBackend  # noqa: E402
 from agent.processing.preprocess import calibration_feeds  # noqa: E402
 from agent.progress import Progress, ProgressTimer  # noqa: E402
 from agent.sources.files import list_images  # noqa: E402

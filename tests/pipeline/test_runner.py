@@ -8,10 +8,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from agent.engines.contract import Placement, Predictor, TensorInfo
 from agent.manifest.models import BatchingSpec, PipelineSpec, QueueSpec
 from agent.pipeline.inference import LocalInference, SharedInference
 from agent.pipeline.runner import FrameResult, Pipeline, put_latest
-from agent.predictors.base import Placement, Predictor, TensorInfo
 from agent.sources.base import Frame, Source
 
 

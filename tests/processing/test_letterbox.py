@@ -7,8 +7,8 @@ from typing import Tuple
 import numpy as np
 import pytest
 
+from agent.engines.contract import TensorInfo
 from agent.manifest.models import PostprocessSpec, PreprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing import make_postprocessor
 from agent.processing.meta import ImageMeta
 from agent.processing.preprocess import Preprocessor

@@ -10,9 +10,9 @@ from typing import Any, Dict, List, Sequence, get_args
 import numpy as np
 import pytest
 
+from agent.engines.contract import TensorInfo
 from agent.errors import ManifestError, PredictorError
 from agent.manifest.models import PostprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing import POSTPROCESSORS, make_postprocessor
 from agent.processing.labels import load_labels
 from agent.processing.meta import ImageMeta

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.engines.contract import TensorInfo
 from agent.errors import BuildError, ConfigError, ManifestError, SourceError
 from agent.manifest.models import ModelSpec, PreprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing.preprocess import Preprocessor, calibration_feeds
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

@@ -8,8 +8,8 @@ from typing import Dict, List, Mapping
 import numpy as np
 import pytest
 
+from agent.engines.contract import TensorInfo
 from agent.manifest.models import PostprocessSpec, PreprocessSpec
-from agent.predictors.base import TensorInfo
 from agent.processing import make_postprocessor
 from agent.processing.preprocess import Preprocessor
 from tests.support.models import BOXES_PER_IMAGE, NUM_CLASSES, SEG_CLASSES, ExportedModel, export_pir

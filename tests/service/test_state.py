@@ -6,7 +6,7 @@ from pathlib import Path
 
 from agent.manifest.load import LoadedManifest
 from agent.manifest.models import Manifest, ModelSpec
-from agent.service.state import ManifestStore
+from agent.manifest.store import ManifestStore
 
 
 def loaded(tmp_path: Path, version: int) -> LoadedManifest:

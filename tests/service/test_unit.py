@@ -11,8 +11,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from agent.cli.main import build_parser
 from agent.errors import EX_CONFIG
-from agent.service.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "edge-agent.service"

@@ -2,7 +2,7 @@
 # 10.13.0.35.1 (sync-dev-org/tensorrt-stubs, MIT). That package's own stubs are not
 # usable by mypy as installed: no py.typed marker, and tensorrt_bindings/tensorrt.pyi
 # does not parse (parameters named `in`, a non-default parameter after defaults).
-# tests/engines/tensorrt/test_stubs.py checks every name and parameter below against it.
+# tests/backends/tensorrt/test_stubs.py checks every name and parameter below against it.
 # Types of classes not copied here (e.g. ExecutionContextAllocationStrategy) are typing.Any.
 # Calls that only exist in older releases (bindings API, max_workspace_size) are typed
 # by Protocols in agent/engines/tensorrt/ instead.
