@@ -127,6 +127,7 @@ class Daemon:
         if self.runtime.failures:
             self.last_error = next(iter(self.runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
+        self._set_phase("warming up")  # runtime.start() returns once every predictor ran its warm-up shapes
         self.runtime.start()
         self.fleet.start()
         self._set_phase("running")
