@@ -40,6 +40,7 @@ from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest
 from agent.manifest.store import ManifestStore
 from agent.mqtt.link import InboundMessage, MqttLink
+from agent.mqtt.payloads import FLEET_STEP, event_payload
 from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
 
@@ -73,13 +74,15 @@ class FleetController:
         config: AgentConfig,
         topics: Topics,
         link: MqttLink,
+        state: StatePublisher,
         store: ManifestStore,
         apply: ApplyFn,
         state_dir: Path,
         allowed_dirs: Sequence[Path],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``config`` must come from ``resolve_config_paths``; ``allowed_dirs`` from ``fleet_allowed_dirs``.
+        """``config`` must come from ``resolve_config_paths``; ``allowed_dirs`` from ``fleet_allowed_dirs``;
+        ``link`` takes the desired-topic subscriptions, ``state`` the reported documents and events.
         Unreadable or invalid ``fleet.public_keys`` raise ``ConfigError`` here, at start-up."""
         if not allowed_dirs:
             raise ConfigError("fleet: no allowed model directory; set fleet.allowed_model_dirs in config.yaml")
@@ -91,7 +94,7 @@ class FleetController:
         self.allowed_dirs = list(allowed_dirs)
         self.clock = clock
         self.trust = TrustPolicy.from_config(config.fleet)
-        self._reports = StatePublisher(link, topics, config.health_interval)
+        self._reports = state
         self._staged = StagedManifests(state_dir / "fleet")
         self._handled = HandledLog(state_dir / "fleet" / "handled.json")
         self._lock = threading.Lock()
@@ -221,6 +224,8 @@ class FleetController:
         event(log, level, f"fleet.{status}", topic=attempt.topic, version=attempt.version, reason=reason)
         try:
             self._reports.reported(doc)
+            self._reports.event(event_payload(FLEET_STEP, doc["ts"], topic=attempt.topic, version=attempt.version,
+                                              status=status, reason=doc["reason"]))
         except AgentError as exc:
             event(log, logging.WARNING, "fleet.report_failed", status=status, error=str(exc))
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.engines.build import ModelPreparer, PreparedModel
-from agent.errors import AgentError, BuildError
+from agent.errors import AgentError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest
 from agent.manifest.models import PipelineSpec, SourceOptions
@@ -26,6 +26,7 @@ from agent.pipeline.stats import PipelineStats, percentiles
 from agent.processing import make_postprocessor
 from agent.processing.labels import load_labels
 from agent.processing.preprocess import Preprocessor
+from agent.progress import ProgressCallback, ignore_progress
 from agent.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -66,25 +67,26 @@ class ManifestRuntime:
         make_sink: SinkFactory,
         open_source: SourceOpener,
         strict: bool = False,
+        progress: ProgressCallback = ignore_progress,
     ) -> ManifestRuntime:
         """Prepare every model and pipeline. ``strict`` (fleet updates, reloads): any failure
         raises and releases what was built; otherwise failures are recorded and the rest runs."""
         runtime = cls(loaded)
         try:
-            runtime._prepare_models(preparer, strict)
+            runtime._prepare_models(preparer, strict, progress)
             runtime._make_pipelines(make_sink, open_source, strict)
         except AgentError:
             runtime.close()
             raise
         return runtime
 
-    def _prepare_models(self, preparer: ModelPreparer, strict: bool) -> None:
+    def _prepare_models(self, preparer: ModelPreparer, strict: bool, progress: ProgressCallback) -> None:
         used = {p.model for p in self.loaded.manifest.pipelines}
         for spec in self.loaded.manifest.models:
             if spec.name not in used and not strict:
                 continue  # prepared by `edge-agent build`; loading it here would only cost memory
             try:
-                self.models[spec.name] = preparer.prepare(spec)
+                self.models[spec.name] = preparer.prepare(spec, progress=progress)
             except AgentError as exc:
                 if strict:
                     raise
@@ -159,10 +161,16 @@ class ManifestRuntime:
                 return f"{name}: {pipeline.stats.last_error}"
         return None
 
-    def require_healthy(self) -> None:
-        problem = self.healthy()
-        if problem:
-            raise BuildError(problem)
+    def pipeline_states(self) -> Dict[str, Tuple[str, Optional[str]]]:
+        """Pipeline name -> (state, last error), those that failed to build included; cheap enough for every tick."""
+        out = {name: (p.stats.state, p.stats.last_error) for name, p in self.pipelines.items()}
+        names = {p.name for p in self.loaded.manifest.pipelines}
+        out.update({n: ("failed", why) for n, why in self.failures.items() if n in names})
+        return out
+
+    def fallbacks(self) -> List[PreparedModel]:
+        """Prepared models that run other than the manifest asked: another device, route or precision."""
+        return [m for m in self.models.values() if m.placement.notes or m.precision != m.spec.precision]
 
     def pipeline_health(self) -> Dict[str, Dict[str, Any]]:
         out: Dict[str, Dict[str, Any]] = {}
