@@ -233,3 +233,22 @@ def test_bad_trust_configuration_fails_at_start_up(tmp_path: Path, mqtt_broker: 
     config = make_config(tmp_path, ["bad.pub"], **device_mqtt(mqtt_broker.port))
     with pytest.raises(ConfigError, match=r"fleet.public_keys\[0\] \(.*bad.pub\): expected a PEM public key"):
         FleetDevice(config, tmp_path / "state")
+
+
+def test_an_unexpected_exception_while_validating_ends_rejected_and_the_next_update_is_taken(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.fleet.controller as controller
+
+    real = controller.stage_manifest
+
+    def explode(envelope, staged, allowed):  # type: ignore[no-untyped-def]
+        if envelope.version == 2:
+            raise ValueError("cannot convert float NaN to integer")
+        return real(envelope, staged, allowed)
+
+    monkeypatch.setattr(controller, "stage_manifest", explode)
+    dev = fleet.device().start()
+    fleet.publish(fleet.signer.envelope(manifest_text(2), 2))
+    assert dev.wait_for(2, "rejected")["reason"] == "internal error: ValueError: cannot convert float NaN to integer"
+    fleet.publish(fleet.signer.envelope(manifest_text(3), 3))
+    dev.wait_for(3, "applied")
