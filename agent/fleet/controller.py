@@ -3,8 +3,10 @@
 Messages from the device's and its groups' ``manifest/desired`` topics are queued (the
 latest per topic wins) and handled one at a time on the controller's own thread, so a
 long engine build never blocks the MQTT link's dispatch thread. Building, the swap, the
-grace period and rollback belong to ``apply`` (the daemon's ``apply_manifest``); the
-controller decides whether an envelope may reach it and reports every step.
+grace period and rollback belong to ``apply`` (the daemon's ``ManifestSwapper``); the
+controller decides whether an envelope may reach it and reports every step. Whatever
+fails on the way, and however, the attempt ends ``rejected`` or ``rolled_back`` with the
+error as its reason, and the controller takes the next message.
 
 Reported states, in order: ``received`` → ``rejected``, or ``validating`` → ``building`` →
 ``applied`` | ``rolled_back`` | ``rejected``. docs/fleet.md describes each one.
@@ -25,7 +27,6 @@ from agent.fleet.envelope import parse_envelope
 from agent.fleet.report import (
     APPLIED,
     BUILDING,
-    BUSY_REASON,
     FINAL,
     RECEIVED,
     REJECTED,
@@ -64,8 +65,8 @@ class SwapResult(Protocol):
 
 
 SwapDone = Callable[[SwapResult], None]
-# Starts building and swapping in the background; False when another swap is running.
-ApplyFn = Callable[[LoadedManifest, SwapDone], bool]
+# Queues a build and swap in the background (after the one running, if any); calls ``SwapDone`` once.
+ApplyFn = Callable[[LoadedManifest, SwapDone], None]
 
 
 class FleetController:
@@ -134,6 +135,13 @@ class FleetController:
             return None
         attempt = Attempt(message.topic, self.clock())
         try:
+            return self._process(message, attempt, digest)
+        except Exception as exc:  # a bug or an OS error in one step must not leave the attempt unfinished
+            log.debug("fleet.process_failed", exc_info=True)
+            return self._finish(attempt, digest, REJECTED, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _process(self, message: InboundMessage, attempt: Attempt, digest: str) -> Optional[str]:
+        try:
             envelope = parse_envelope(message.payload)
         except FleetError as exc:
             self._report(attempt, RECEIVED)
@@ -181,7 +189,7 @@ class FleetController:
             try:
                 self.process(message)
             except Exception:
-                # A bug in one update must not stop the controller from taking the next one.
+                # Only reporting itself can get here; the next update must still be taken.
                 log.exception("fleet.process_failed", extra={"topic": message.topic})
 
     # steps ------------------------------------------------------------------------------------------------
@@ -191,22 +199,17 @@ class FleetController:
 
         def on_done(result: SwapResult) -> None:
             status = result.status if result.status in FINAL else (APPLIED if result.ok else ROLLED_BACK)
-            final.append(self._finish(attempt, digest, status, result.reason))
-            finished.set()
+            try:
+                final.append(self._finish(attempt, digest, status, result.reason))
+            finally:
+                finished.set()
 
-        try:
-            accepted = self.apply(loaded, on_done)
-        except AgentError as exc:
-            return self._finish(attempt, digest, REJECTED, str(exc))
-        if not accepted:
-            # Not remembered: the same envelope is tried again when it is redelivered.
-            self._report(attempt, REJECTED, BUSY_REASON)
-            return REJECTED
+        self.apply(loaded, on_done)
         while not finished.wait(WAIT_TICK_S):
             with self._lock:
                 if self._closing:
                     return None
-        return final[0]
+        return final[0] if final else None
 
     def _finish(self, attempt: Attempt, digest: str, status: str, reason: str) -> str:
         if status != APPLIED:

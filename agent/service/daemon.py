@@ -14,9 +14,9 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from agent import __version__
 from agent.errors import EX_TEMPFAIL, AgentError
@@ -26,6 +26,7 @@ from agent.mqtt.payloads import MODEL_FALLBACK, PIPELINE_STATE, event_payload, h
 from agent.progress import Progress
 from agent.service.notify import Notifier
 from agent.service.runtime import ManifestRuntime, result_sinks
+from agent.service.swap import ManifestSwapper, SwapCallback, SwapOutcome
 from agent.sources import open_source
 
 if TYPE_CHECKING:  # wiring builds the daemon, so the daemon only names its types
@@ -37,16 +38,6 @@ TICK_S = 0.2
 BUILD_TIMEOUT_EXTENSION_S = 120.0
 # Build progress publishes health at once, but not more often than this (a build step can be short).
 PROGRESS_HEALTH_MIN_S = 1.0
-
-
-@dataclass
-class SwapOutcome:
-    ok: bool
-    status: str  # "applied" | "rejected" | "rolled_back"
-    reason: str = ""
-
-
-SwapCallback = Callable[[SwapOutcome], None]
 
 
 class Daemon:
@@ -69,7 +60,7 @@ class Daemon:
         self.prometheus = services.prometheus
         self._make_sink = result_sinks(self.publisher, self.topics, self.config.device_id)
         self.last_health: Dict[str, Any] = {}
-        self.runtime: Optional[ManifestRuntime] = None
+        self.swapper: Optional[ManifestSwapper] = None
         # Built before anything starts so that a bad fleet key is a config error (exit 78), not a crash.
         self.fleet = services.fleet(self.apply_manifest)
         self.started = time.monotonic()
@@ -77,7 +68,6 @@ class Daemon:
         self.progress: Optional[Progress] = None  # the build step under way, while the phase is a build
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._swap_lock = threading.Lock()
         self._health_lock = threading.Lock()  # the main loop and a build's progress both publish health
         self._last_health_mono = 0.0
         self._states: Dict[str, str] = {}  # pipeline -> state last announced on the events topic
@@ -90,14 +80,23 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
 
-    def apply_manifest(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str = "fleet") -> bool:
-        """Build ``loaded`` in the background, swap it in, roll back if it is unhealthy.
-        Returns False when another swap is still running (the caller reports 'busy')."""
-        if not self._swap_lock.acquire(blocking=False):
-            return False
-        threading.Thread(target=self._swap, args=(loaded, on_done, origin), name="manifest-swap",
-                         daemon=True).start()
-        return True
+    @property
+    def runtime(self) -> Optional[ManifestRuntime]:
+        return self.swapper.runtime if self.swapper is not None else None
+
+    def apply_manifest(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str = "fleet") -> None:
+        """Build ``loaded`` in the background, swap it in, roll back if it is unhealthy (``ManifestSwapper``);
+        ``on_done`` gets the outcome once it ends."""
+
+        def done(outcome: SwapOutcome) -> None:
+            if not outcome.ok:
+                self.last_error = outcome.reason
+            on_done(outcome)
+
+        if self.swapper is None:  # a fleet message before start-up finished: the controller starts after
+            done(SwapOutcome(False, "rejected", "the agent is still starting; send the update again"))
+            return
+        self.swapper.submit(loaded, done, origin)
 
     def run(self) -> int:
         try:
@@ -115,18 +114,20 @@ class Daemon:
         if self.prometheus is not None:
             self.prometheus.start()
         self._set_phase("building engines")
-        self.runtime = self._prepare_at_startup()
-        if self.runtime.failures:
-            self.last_error = next(iter(self.runtime.failures.values()))
-        self._announce_fallbacks(self.runtime)
+        runtime = self._prepare_at_startup()
+        self.swapper = ManifestSwapper(runtime, prepare=self._prepare_strict,
+                                       reopen=lambda stopped: stopped.reopened(self._make_sink, open_source),
+                                       store=self.store, grace_period_s=self.config.fleet.grace_period_s,
+                                       set_phase=self._set_phase)
+        if runtime.failures:
+            self.last_error = next(iter(runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
-        self.runtime.start()
+        runtime.start()
         self._announce_states()
         self.fleet.start()
         self._set_phase("running")
         self.notifier.ready("running")
-        event(log, logging.INFO, "agent.running", pipelines=len(self.runtime.pipelines),
-              failures=len(self.runtime.failures))
+        event(log, logging.INFO, "agent.running", pipelines=len(runtime.pipelines), failures=len(runtime.failures))
 
     def _prepare_at_startup(self) -> ManifestRuntime:
         """Prepare the starting manifest on a worker while this thread keeps publishing health: a first
@@ -137,9 +138,19 @@ class Daemon:
                                  self._make_sink, open_source, progress=self.on_progress)
             while True:
                 try:
-                    return future.result(timeout=self.config.health_interval)
+                    runtime = future.result(timeout=self.config.health_interval)
+                    break
                 except concurrent.futures.TimeoutError:
                     self.publish_health()
+        self._announce_fallbacks(runtime)
+        return runtime
+
+    def _prepare_strict(self, loaded: LoadedManifest) -> ManifestRuntime:
+        """A reload's or fleet update's runtime (``ManifestSwapper``): every model and pipeline, or an error."""
+        runtime = ManifestRuntime.prepare(loaded, self.wiring.preparer, self._make_sink, open_source, strict=True,
+                                          progress=self.on_progress)
+        self._announce_fallbacks(runtime)
+        return runtime
 
     # main loop --------------------------------------------------------------------------
     def _loop(self) -> int:
@@ -162,9 +173,9 @@ class Daemon:
     def _shutdown(self, code: int) -> int:
         self._set_phase("stopping")
         self.notifier.stopping()
-        if self.runtime is not None:
-            self.runtime.close()
         self.fleet.close()
+        if self.swapper is not None:
+            self.swapper.close()
         flushed = self.publisher.flush(timeout=30.0 if self.once else 10.0)
         self.publish_health()
         self.publisher.stop()
@@ -257,8 +268,7 @@ class Daemon:
         def done(outcome: SwapOutcome) -> None:
             self.notifier.ready(f"running ({outcome.status})")
 
-        if not self.apply_manifest(loaded, done, origin="file"):
-            self.notifier.ready("running (reload skipped: a swap is in progress)")
+        self.apply_manifest(loaded, done, origin="file")
 
     def _reload_config(self) -> None:
         """Re-read config.yaml: apply what can change live, name what needs a restart."""
@@ -273,58 +283,6 @@ class Daemon:
         self.wiring.paths = replace(self.wiring.paths, manifest=Path(fresh.manifest))
         if self.config_logging:
             logging.getLogger().setLevel(fresh.log_level.upper())
-
-    def _swap(self, loaded: LoadedManifest, on_done: SwapCallback, origin: str) -> None:
-        try:
-            on_done(self._swap_locked(loaded, origin))
-        finally:
-            self._swap_lock.release()
-
-    def _swap_locked(self, loaded: LoadedManifest, origin: str) -> SwapOutcome:
-        old = self.runtime
-        self._set_phase(f"building manifest v{loaded.manifest.version}")
-        try:
-            new = ManifestRuntime.prepare(loaded, self.wiring.preparer, self._make_sink, open_source, strict=True,
-                                          progress=self.on_progress)
-        except AgentError as exc:
-            self._set_phase("running")
-            self.last_error = str(exc)
-            # The old pipelines never stopped: the device stays on (rolls back to) its previous manifest.
-            event(log, logging.ERROR, "swap.rolled_back", version=loaded.manifest.version, error=str(exc))
-            return SwapOutcome(False, "rolled_back", f"build failed: {exc}")
-        self._announce_fallbacks(new)
-        if old is not None:
-            old.stop()
-        new.start()
-        self.runtime = new
-        problem = self._watch_grace(new)
-        if problem is None:
-            self.store.record_running(loaded, origin)
-            if old is not None:
-                old.close()
-            self._set_phase("running")
-            event(log, logging.INFO, "swap.applied", version=loaded.manifest.version)
-            return SwapOutcome(True, "applied")
-        # Roll back: the previous manifest's models are still loaded; rebuild its pipelines.
-        new.close()
-        self.last_error = problem
-        if old is not None:
-            restored = ManifestRuntime.prepare(old.loaded, self.wiring.preparer, self._make_sink, open_source)
-            old.close()
-            restored.start()
-            self.runtime = restored
-        self._set_phase("running")
-        event(log, logging.ERROR, "swap.rolled_back", version=loaded.manifest.version, reason=problem)
-        return SwapOutcome(False, "rolled_back", problem)
-
-    def _watch_grace(self, runtime: ManifestRuntime) -> Optional[str]:
-        deadline = time.monotonic() + self.config.fleet.grace_period_s
-        while time.monotonic() < deadline and not self._stop.is_set():
-            problem = runtime.healthy()
-            if problem:
-                return problem
-            self._stop.wait(TICK_S)
-        return runtime.healthy()
 
     # plumbing ----------------------------------------------------------------------------------
     def _set_phase(self, phase: str) -> None:

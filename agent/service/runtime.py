@@ -35,6 +35,11 @@ SourceOpener = Callable[[str, SourceOptions, Path], Source]
 SinkFactory = Callable[[PipelineSpec], Callable[[FrameResult], None]]
 
 
+def describe_error(exc: BaseException) -> str:
+    """An error as a reason: an agent error's message says what to do; anything else also names its type."""
+    return str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+
+
 def result_sinks(publisher: ResultPublisher, topics: Topics, device_id: str) -> SinkFactory:
     """Sinks that turn each pipeline's results into versioned payloads on the disk-backed publisher."""
 
@@ -75,9 +80,18 @@ class ManifestRuntime:
         try:
             runtime._prepare_models(preparer, strict, progress)
             runtime._make_pipelines(make_sink, open_source, strict)
-        except AgentError:
+        except BaseException:
             runtime.close()
             raise
+        return runtime
+
+    def reopened(self, make_sink: SinkFactory, open_source: SourceOpener) -> ManifestRuntime:
+        """This runtime's models with fresh pipelines, once its own were stopped (a rollback): the loaded
+        predictors are handed over, not loaded a second time. ``self`` must not be closed afterwards."""
+        models = {m.name for m in self.loaded.manifest.models}
+        runtime = ManifestRuntime(self.loaded, models=dict(self.models),
+                                  failures={n: why for n, why in self.failures.items() if n in models})
+        runtime._make_pipelines(make_sink, open_source, strict=False)
         return runtime
 
     def _prepare_models(self, preparer: ModelPreparer, strict: bool, progress: ProgressCallback) -> None:
@@ -87,11 +101,11 @@ class ManifestRuntime:
                 continue  # prepared by `edge-agent build`; loading it here would only cost memory
             try:
                 self.models[spec.name] = preparer.prepare(spec, progress=progress)
-            except AgentError as exc:
+            except Exception as exc:  # any model's failure, whatever its type, is that model's alone
                 if strict:
                     raise
-                self.failures[spec.name] = str(exc)
-                event(log, logging.ERROR, "model.failed", model=spec.name, error=str(exc))
+                self.failures[spec.name] = describe_error(exc)
+                event(log, logging.ERROR, "model.failed", model=spec.name, error=describe_error(exc))
 
     def _make_pipelines(self, make_sink: SinkFactory, open_source: SourceOpener, strict: bool) -> None:
         users: Dict[str, int] = {}
@@ -101,14 +115,15 @@ class ManifestRuntime:
                 self.failures[pspec.name] = f"model '{pspec.model}' is not available: {self.failures.get(pspec.model)}"
                 continue
             try:
+                inference = self._inference(prepared, users)
                 source = open_source(pspec.source, pspec.options, self.loaded.base_dir)
-            except AgentError as exc:
+            except Exception as exc:  # e.g. a preprocess that does not fit the model: this pipeline's failure
                 if strict:
                     raise
-                self.failures[pspec.name] = str(exc)
-                event(log, logging.ERROR, "pipeline.source_failed", pipeline=pspec.name, error=str(exc))
+                self.failures[pspec.name] = describe_error(exc)
+                event(log, logging.ERROR, "pipeline.failed", pipeline=pspec.name, error=describe_error(exc))
                 continue
-            self.pipelines[pspec.name] = Pipeline(pspec, source, self._inference(prepared, users), make_sink(pspec),
+            self.pipelines[pspec.name] = Pipeline(pspec, source, inference, make_sink(pspec),
                                                   PipelineStats(pspec.name))
 
     def _inference(self, prepared: PreparedModel, users: Dict[str, int]) -> Inference:

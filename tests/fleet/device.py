@@ -36,8 +36,9 @@ def always_applied(_: LoadedManifest) -> Outcome:
 
 
 class ThreadedApply:
-    """A small real ``apply``: like the daemon it refuses while busy, works on its own thread and records
-    the manifest as running only when the outcome is ``applied``. ``hold`` keeps a swap open."""
+    """A small real ``apply``: like the daemon it runs one swap at a time (a second one waits its turn), works
+    on its own thread and records the manifest as running only when the outcome is ``applied``. ``hold``
+    keeps a swap open."""
 
     def __init__(self, store: ManifestStore, decide: Decide = always_applied) -> None:
         self.store = store
@@ -47,14 +48,12 @@ class ThreadedApply:
         self.calls: List[LoadedManifest] = []
         self._busy = threading.Lock()
 
-    def __call__(self, loaded: LoadedManifest, on_done: SwapDone) -> bool:
-        if not self._busy.acquire(blocking=False):
-            return False
+    def __call__(self, loaded: LoadedManifest, on_done: SwapDone) -> None:
         self.calls.append(loaded)
         threading.Thread(target=self._swap, args=(loaded, on_done), daemon=True).start()
-        return True
 
     def _swap(self, loaded: LoadedManifest, on_done: SwapDone) -> None:
+        self._busy.acquire()
         try:
             self.hold.wait(30)
             outcome = self.decide(loaded)

@@ -7,6 +7,7 @@ pipeline; one that fails after the swap restores it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import threading
 from pathlib import Path
@@ -161,3 +162,27 @@ def test_forged_and_path_escaping_updates_are_rejected_without_touching_the_pipe
     assert device.watch.statuses(3) == ["received", "validating", "rejected"]
     assert escaped["applied"]["version"] == 1
     never_interrupted(device, escaped)
+
+
+def test_the_state_disk_filling_in_the_grace_period_rolls_back_on_the_loaded_models_and_the_next_update_runs(
+        device: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = device.daemon.runtime
+    assert runtime is not None
+    loaded_before = runtime.models["colors"].predictor
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(device.daemon.store, "record_running", disk_full)
+        device.publish(device.signer.envelope(device.site.manifest(2, "video-v2"), 2))
+        rolled = device.watch.wait_for(2, "rolled_back")
+    assert "No space left on device" in rolled["reason"], rolled["reason"]
+    assert device.watch.keeps_flowing("video")
+    restored = device.daemon.runtime
+    assert restored is not None and restored is not runtime
+    assert restored.models["colors"].predictor is loaded_before  # reused, not loaded a second time
+
+    device.publish(device.signer.envelope(device.site.manifest(3, "video-v3"), 3))
+    assert device.watch.wait_for(3, "applied")["reason"] == ""
+    assert device.watch.keeps_flowing("video-v3")
