@@ -13,7 +13,6 @@ APPLIED = "applied"
 ROLLED_BACK = "rolled_back"
 STATUSES: Tuple[str, ...] = (RECEIVED, REJECTED, VALIDATING, BUILDING, APPLIED, ROLLED_BACK)
 FINAL: Tuple[str, ...] = (REJECTED, APPLIED, ROLLED_BACK)
-BUSY_REASON = "busy: another update is in progress"
 
 # A rejection can list one problem per manifest line; the retained report stays small.
 MAX_REASON_CHARS = 4000
