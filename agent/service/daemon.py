@@ -207,6 +207,7 @@ class Daemon:
             spool={"depth": self.spool.depth(), "oldest_age_s": self.spool.oldest_age_s(),
                    "dropped": self.spool.dropped},
             mqtt=self.link.stats(),
+            fleet=self.fleet.health(),
         )
 
     def publish_health(self) -> None:
