@@ -112,6 +112,13 @@ class Preprocessor:
                     rows[i] = (meta.scale_y, meta.scale_x)
         return dict(feeds), metas
 
+    def warmup_frame(self) -> Optional[np.ndarray]:
+        """A mid-grey frame of the model's input size, for the warm-up; None when the size is each frame's own."""
+        if self.input_size is None:
+            return None
+        width, height = self.input_size
+        return np.full((height, width, 3), 128, np.uint8)
+
     def _place(self, image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, ImageMeta]:
         """Pass 1: the frame at the input size, uint8 BGR, and where its content lies."""
         h0, w0 = image.shape[:2]
