@@ -16,7 +16,7 @@ from agent.engines.contract import Backend
 from agent.engines.device import DeviceIdentity, detect_device
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, load_config, load_manifest, resolve_config_paths
-from agent.processing.preprocess import calibration_feeds
+from agent.processing.preprocess import calibration_feeds, sample_feed
 from agent.progress import ProgressCallback, ignore_progress
 from agent.sources.files import list_images
 
@@ -31,16 +31,20 @@ class Paths:
 
 def make_backends(cache_dir: Path) -> Dict[str, Backend]:
     """Every backend this build of the agent knows. Each checks its own capabilities when used."""
+    from agent.backends.onnxruntime.backend import OnnxRuntimeBackend, TensorRTOrOnnxRuntime
     from agent.backends.paddle.backend import PaddleBackend
     from agent.backends.tensorrt.backend import TensorRTBackend
     from agent.backends.tensorrt.calibrator import feeds_from_images
 
-    paddle = PaddleBackend()
+    paddle = PaddleBackend(sample_feed=sample_feed)
+    tensorrt = TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
+                               calibration_feeds=feeds_from_images(calibration_feeds, list_images),
+                               paddle_reference=paddle.reference)
     return {
         "paddle": paddle,
-        "tensorrt": TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
-                                    calibration_feeds=feeds_from_images(calibration_feeds, list_images),
-                                    paddle_reference=paddle.reference),
+        # backend: tensorrt runs on ONNX Runtime where TensorRT cannot (docs/engines.md)
+        "tensorrt": TensorRTOrOnnxRuntime(tensorrt, OnnxRuntimeBackend(sample_feed=sample_feed),
+                                          tensorrt.unavailable_reason),
     }
 
 
