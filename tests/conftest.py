@@ -12,11 +12,6 @@ from tests.support.broker import Broker, free_port
 pytest_plugins = ["tests.support.models", "tests.support.ppocr"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "hardware: needs a Jetson or NVIDIA GPU with TensorRT; skipped elsewhere")
-    config.addinivalue_line("markers", "slow: runs longer than a few seconds")
-
-
 @pytest.fixture
 def mqtt_broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh, real Mosquitto on a free port for this test only."""

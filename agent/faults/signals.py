@@ -53,11 +53,11 @@ def sighup_storm(env: FaultEnv, bursts: int = 5, per_burst: int = 20, gap_s: flo
         statuses = notify.values("STATUS", since=storm)
     finally:
         notify.close()
-    skipped = sum(1 for s in statuses if "skipped" in s)
+    superseded = sum(1 for s in statuses if s == "running (rejected)")
     result.figures.update({
         "SIGHUP sent": f"{bursts * per_burst} in {storm_s:.1f} s",
         "reloads started (RELOADING=1)": reloads,
-        "swaps applied / skipped (swap running) / failed": f"{applied} / {skipped} / {rejected}",
+        "swaps applied / superseded while waiting / failed": f"{applied} / {superseded} / {rejected}",
         "results in the last second after the storm": flowing,
         "results lost": len(tally.missing),
         "duplicates": tally.duplicates,

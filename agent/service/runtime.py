@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.engines.build import ModelPreparer, PreparedModel
 from agent.engines.contract import Predictor
-from agent.errors import AgentError, BuildError
+from agent.errors import AgentError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest
 from agent.manifest.models import CascadeSpec, ModelSpec, PipelineSpec, SourceOptions
@@ -28,6 +28,7 @@ from agent.pipeline.stats import PipelineStats, percentiles
 from agent.processing import make_postprocessor
 from agent.processing.labels import load_labels
 from agent.processing.preprocess import Preprocessor
+from agent.progress import ProgressCallback, ignore_progress
 from agent.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ CASCADE_BATCH = 16
 def _max_batch(spec: ModelSpec) -> int:
     declared = [i.shapes()[2][0] for i in spec.inputs]
     return min(declared) if declared else CASCADE_BATCH
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as a reason: an agent error's message says what to do; anything else also names its type."""
+    return str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
 
 
 def result_sinks(publisher: ResultPublisher, topics: Topics, device_id: str) -> SinkFactory:
@@ -77,30 +83,40 @@ class ManifestRuntime:
         make_sink: SinkFactory,
         open_source: SourceOpener,
         strict: bool = False,
+        progress: ProgressCallback = ignore_progress,
     ) -> ManifestRuntime:
         """Prepare every model and pipeline. ``strict`` (fleet updates, reloads): any failure
         raises and releases what was built; otherwise failures are recorded and the rest runs."""
         runtime = cls(loaded)
         try:
-            runtime._prepare_models(preparer, strict)
+            runtime._prepare_models(preparer, strict, progress)
             runtime._make_pipelines(make_sink, open_source, strict)
-        except AgentError:
+        except BaseException:
             runtime.close()
             raise
         return runtime
 
-    def _prepare_models(self, preparer: ModelPreparer, strict: bool) -> None:
+    def reopened(self, make_sink: SinkFactory, open_source: SourceOpener) -> ManifestRuntime:
+        """This runtime's models with fresh pipelines, once its own were stopped (a rollback): the loaded
+        predictors are handed over, not loaded a second time. ``self`` must not be closed afterwards."""
+        models = {m.name for m in self.loaded.manifest.models}
+        runtime = ManifestRuntime(self.loaded, models=dict(self.models),
+                                  failures={n: why for n, why in self.failures.items() if n in models})
+        runtime._make_pipelines(make_sink, open_source, strict=False)
+        return runtime
+
+    def _prepare_models(self, preparer: ModelPreparer, strict: bool, progress: ProgressCallback) -> None:
         used = {m for p in self.loaded.manifest.pipelines for m in (p.model, *p.cascade_models())}
         for spec in self.loaded.manifest.models:
             if spec.name not in used and not strict:
                 continue  # prepared by `edge-agent build`; loading it here would only cost memory
             try:
-                self.models[spec.name] = preparer.prepare(spec)
-            except AgentError as exc:
+                self.models[spec.name] = preparer.prepare(spec, progress=progress)
+            except Exception as exc:  # any model's failure, whatever its type, is that model's alone
                 if strict:
                     raise
-                self.failures[spec.name] = str(exc)
-                event(log, logging.ERROR, "model.failed", model=spec.name, error=str(exc))
+                self.failures[spec.name] = describe_error(exc)
+                event(log, logging.ERROR, "model.failed", model=spec.name, error=describe_error(exc))
 
     def _make_pipelines(self, make_sink: SinkFactory, open_source: SourceOpener, strict: bool) -> None:
         users: Dict[str, int] = {}
@@ -111,15 +127,16 @@ class ManifestRuntime:
                 continue
             prepared = self.models[pspec.model]
             try:
+                inference = self._inference(prepared, users)
+                cascade = Cascade([self._stage(stage, users) for stage in pspec.then]) if pspec.then else None
                 source = open_source(pspec.source, pspec.options, self.loaded.base_dir)
-            except AgentError as exc:
+            except Exception as exc:  # e.g. a preprocess that does not fit the model: this pipeline's failure
                 if strict:
                     raise
-                self.failures[pspec.name] = str(exc)
-                event(log, logging.ERROR, "pipeline.source_failed", pipeline=pspec.name, error=str(exc))
+                self.failures[pspec.name] = describe_error(exc)
+                event(log, logging.ERROR, "pipeline.failed", pipeline=pspec.name, error=describe_error(exc))
                 continue
-            cascade = Cascade([self._stage(stage, users) for stage in pspec.then]) if pspec.then else None
-            self.pipelines[pspec.name] = Pipeline(pspec, source, self._inference(prepared, users), make_sink(pspec),
+            self.pipelines[pspec.name] = Pipeline(pspec, source, inference, make_sink(pspec),
                                                   PipelineStats(pspec.name), cascade)
 
     def _predictor_of(self, model: str) -> Optional[Predictor]:
@@ -191,10 +208,16 @@ class ManifestRuntime:
                 return f"{name}: {pipeline.stats.last_error}"
         return None
 
-    def require_healthy(self) -> None:
-        problem = self.healthy()
-        if problem:
-            raise BuildError(problem)
+    def pipeline_states(self) -> Dict[str, Tuple[str, Optional[str]]]:
+        """Pipeline name -> (state, last error), those that failed to build included; cheap enough for every tick."""
+        out = {name: (p.stats.state, p.stats.last_error) for name, p in self.pipelines.items()}
+        names = {p.name for p in self.loaded.manifest.pipelines}
+        out.update({n: ("failed", why) for n, why in self.failures.items() if n in names})
+        return out
+
+    def fallbacks(self) -> List[PreparedModel]:
+        """Prepared models that run other than the manifest asked: another device, route or precision."""
+        return [m for m in self.models.values() if m.placement.notes or m.precision != m.spec.precision]
 
     def pipeline_health(self) -> Dict[str, Dict[str, Any]]:
         out: Dict[str, Dict[str, Any]] = {}

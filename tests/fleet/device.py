@@ -14,6 +14,7 @@ from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_manifest
 from agent.manifest.store import ManifestStore
 from agent.mqtt.link import MqttLink
+from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
 from tests.mqtt.helpers import FAST, Recorder, wait_until
 
@@ -35,8 +36,9 @@ def always_applied(_: LoadedManifest) -> Outcome:
 
 
 class ThreadedApply:
-    """A small real ``apply``: like the daemon it refuses while busy, works on its own thread and records
-    the manifest as running only when the outcome is ``applied``. ``hold`` keeps a swap open."""
+    """A small real ``apply``: like the daemon it runs one swap at a time (a second one waits its turn), works
+    on its own thread and records the manifest as running only when the outcome is ``applied``. ``hold``
+    keeps a swap open."""
 
     def __init__(self, store: ManifestStore, decide: Decide = always_applied) -> None:
         self.store = store
@@ -46,14 +48,12 @@ class ThreadedApply:
         self.calls: List[LoadedManifest] = []
         self._busy = threading.Lock()
 
-    def __call__(self, loaded: LoadedManifest, on_done: SwapDone) -> bool:
-        if not self._busy.acquire(blocking=False):
-            return False
+    def __call__(self, loaded: LoadedManifest, on_done: SwapDone) -> None:
         self.calls.append(loaded)
         threading.Thread(target=self._swap, args=(loaded, on_done), daemon=True).start()
-        return True
 
     def _swap(self, loaded: LoadedManifest, on_done: SwapDone) -> None:
+        self._busy.acquire()
         try:
             self.hold.wait(30)
             outcome = self.decide(loaded)
@@ -82,8 +82,9 @@ class FleetDevice:
         self.store = ManifestStore(self.state_dir)
         self.link = MqttLink(self.config.mqtt, topics)
         self.apply = self.make_apply(self) if self.make_apply is not None else ThreadedApply(self.store)
-        self.controller = FleetController(self.config, topics, self.link, self.store, self.apply, self.state_dir,
-                                          fleet_allowed_dirs(self.config))
+        state = StatePublisher(self.link, topics, self.config.health_interval)
+        self.controller = FleetController(self.config, topics, self.link, state, self.store, self.apply,
+                                          self.state_dir, fleet_allowed_dirs(self.config))
         self.reported = Recorder(self.config.mqtt.port, topics.manifest_reported,
                                  client_id=f"reported-{self.config.device_id}-{id(self)}")
 

@@ -17,7 +17,6 @@ from agent.fleet.controller import ApplyFn
 from agent.fleet.envelope import ModelFile
 from agent.fleet.keys import key_id
 from agent.fleet.publish import BrokerTarget, publish_retained
-from agent.fleet.report import BUSY_REASON
 from agent.manifest.load import load_manifest
 from agent.mqtt.link import InboundMessage
 from tests.fleet.device import FleetDevice, Outcome, ThreadedApply, device_mqtt
@@ -182,20 +181,19 @@ def test_group_update_reaches_every_member(fleet: Fleet) -> None:
         assert last["topic"] == "edge/group/lab/manifest/desired" and last["target"] == "group:lab"
 
 
-def test_busy_daemon_rejects_and_the_envelope_is_retried_on_redelivery(fleet: Fleet) -> None:
+def test_an_update_arriving_during_a_reload_waits_its_turn_and_is_applied(fleet: Fleet) -> None:
     dev = fleet.device().start()
     apply = dev.apply
     assert isinstance(apply, ThreadedApply)
     apply.hold.clear()  # a SIGHUP reload holds the daemon's swap
-    assert apply(load_manifest(Path(dev.config.manifest)), lambda outcome: None)
-    payload = fleet.signer.envelope(manifest_text(2), 2)
-    fleet.publish(payload)
-    assert dev.wait_for(2, "rejected")["reason"] == BUSY_REASON
+    reload_done: List[str] = []
+    apply(load_manifest(Path(dev.config.manifest)), lambda outcome: reload_done.append(outcome.status))
+    fleet.publish(fleet.signer.envelope(manifest_text(2), 2))
+    dev.wait_for(2, "building")
+    assert "rejected" not in [s for _, s in dev.steps()]
     apply.hold.set()
-    assert wait_until(lambda: apply._busy.acquire(blocking=False))
-    apply._busy.release()
-    redelivered = InboundMessage("edge/dev1/manifest/desired", payload, 1, True)
-    assert dev.controller.process(redelivered) == "applied"
+    assert dev.wait_for(2, "applied")["reason"] == ""
+    assert reload_done == ["applied"] and dev.steps() == [(2, s) for s in [*FULL, "applied"]]
 
 
 def test_latest_desired_state_wins_while_a_swap_runs(fleet: Fleet) -> None:
@@ -235,3 +233,22 @@ def test_bad_trust_configuration_fails_at_start_up(tmp_path: Path, mqtt_broker: 
     config = make_config(tmp_path, ["bad.pub"], **device_mqtt(mqtt_broker.port))
     with pytest.raises(ConfigError, match=r"fleet.public_keys\[0\] \(.*bad.pub\): expected a PEM public key"):
         FleetDevice(config, tmp_path / "state")
+
+
+def test_an_unexpected_exception_while_validating_ends_rejected_and_the_next_update_is_taken(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.fleet.controller as controller
+
+    real = controller.stage_manifest
+
+    def explode(envelope, *rest):
+        if envelope.version == 2:
+            raise ValueError("cannot convert float NaN to integer")
+        return real(envelope, *rest)
+
+    monkeypatch.setattr(controller, "stage_manifest", explode)
+    dev = fleet.device().start()
+    fleet.publish(fleet.signer.envelope(manifest_text(2), 2))
+    assert dev.wait_for(2, "rejected")["reason"] == "internal error: ValueError: cannot convert float NaN to integer"
+    fleet.publish(fleet.signer.envelope(manifest_text(3), 3))
+    dev.wait_for(3, "applied")

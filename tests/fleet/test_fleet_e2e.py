@@ -1,4 +1,4 @@
-"""Fleet updates through the real daemon: a ``Daemon`` (built by ``Wiring.from_files`` from a
+"""Fleet updates through the real daemon: a ``Daemon`` (built by ``Wiring.from_files(...).daemon()`` from a
 config.yaml, as ``edge-agent run`` does) in a thread, a real Mosquitto, the demo's trained Paddle
 classifier on CPU over a looping video, and envelopes built and published with the code behind
 ``edge-agent fleet sign|publish``. An update that fails to build never interrupts the running
@@ -7,6 +7,7 @@ pipeline; one that fails after the swap restores it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import threading
 from pathlib import Path
@@ -17,7 +18,6 @@ import pytest
 from agent.demo.assets import DemoAssets
 from agent.fleet.publish import BrokerTarget, publish_retained
 from agent.manifest.store import ManifestStore
-from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
 from agent.service.wiring import Wiring
 from tests.fleet.helpers import Signer, tampered
@@ -41,7 +41,7 @@ class Device:
         self.site = Site(root, assets)
         self.site.write_config(broker.port, [self.signer.public])
         self.watch = Watch(broker.port)
-        self.daemon = Daemon(Wiring.from_files(self.site.config), Notifier(None))
+        self.daemon = Wiring.from_files(self.site.config).daemon(Notifier(None))
         self.exit: List[int] = []
         self.thread = threading.Thread(target=lambda: self.exit.append(self.daemon.run()), name="daemon")
 
@@ -162,3 +162,27 @@ def test_forged_and_path_escaping_updates_are_rejected_without_touching_the_pipe
     assert device.watch.statuses(3) == ["received", "validating", "rejected"]
     assert escaped["applied"]["version"] == 1
     never_interrupted(device, escaped)
+
+
+def test_the_state_disk_filling_in_the_grace_period_rolls_back_on_the_loaded_models_and_the_next_update_runs(
+        device: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = device.daemon.runtime
+    assert runtime is not None
+    loaded_before = runtime.models["colors"].predictor
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(device.daemon.store, "record_running", disk_full)
+        device.publish(device.signer.envelope(device.site.manifest(2, "video-v2"), 2))
+        rolled = device.watch.wait_for(2, "rolled_back")
+    assert "No space left on device" in rolled["reason"], rolled["reason"]
+    assert device.watch.keeps_flowing("video")
+    restored = device.daemon.runtime
+    assert restored is not None and restored is not runtime
+    assert restored.models["colors"].predictor is loaded_before  # reused, not loaded a second time
+
+    device.publish(device.signer.envelope(device.site.manifest(3, "video-v3"), 3))
+    assert device.watch.wait_for(3, "applied")["reason"] == ""
+    assert device.watch.keeps_flowing("video-v3")

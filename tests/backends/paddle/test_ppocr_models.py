@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any, Dict
 
-import cv2
 import numpy as np
 import pytest
 
@@ -19,7 +18,7 @@ from agent.errors import BuildError
 from agent.manifest.models import ModelSpec
 from agent.processing.preprocess import Preprocessor, calibration_feeds, sample_feed
 from agent.sources.files import list_images
-from tests.support.ppocr import PaddleOcrModel, PpOcr, run_paddle
+from tests.support.ppocr import PaddleOcrModel, PpOcr, read_image, run_paddle
 
 DET_PRE = {"color": "bgr", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
@@ -40,7 +39,7 @@ def spec(model: PaddleOcrModel, **fields: Any) -> ModelSpec:
 
 def page_feed(prepared: PreparedModel, page: Path) -> Dict[str, np.ndarray]:
     assert prepared.predictor is not None
-    feeds, _ = Preprocessor(prepared.spec.preprocess, prepared.predictor.inputs)([cv2.imread(str(page))])
+    feeds, _ = Preprocessor(prepared.spec.preprocess, prepared.predictor.inputs)([read_image(page)])
     return {k: v.copy() for k, v in feeds.items()}
 
 
