@@ -116,6 +116,14 @@ class Preprocessor:
                     rows[i] = (meta.scale_y, meta.scale_x)
         return dict(feeds), metas
 
+    def warmup_frame(self) -> Optional[np.ndarray]:
+        """A mid-grey frame of the model's input size (a VGA frame for the PP-OCR size rules), for the
+        warm-up; None when the size is each frame's own."""
+        if self.input_size is None and self.spec.resize_rule is None:
+            return None
+        width, height = self.input_size or SAMPLE_FRAME_SIZE
+        return np.full((height, width, 3), 128, np.uint8)
+
     def _place(self, image: np.ndarray, size: Tuple[int, int], at: Placement) -> Tuple[np.ndarray, ImageMeta]:
         """Pass 1: the frame at the input size, uint8 BGR, and where its content lies."""
         h0, w0 = image.shape[:2]

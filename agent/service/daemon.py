@@ -122,6 +122,7 @@ class Daemon:
         if runtime.failures:
             self.last_error = next(iter(runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
+        self._set_phase("warming up")  # runtime.start() returns once every predictor ran its warm-up shapes
         runtime.start()
         self._announce_states()
         self.fleet.start()

@@ -8,9 +8,10 @@ keeps running.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from agent.engines.build import ModelPreparer, PreparedModel
 from agent.engines.contract import Predictor
@@ -23,7 +24,7 @@ from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.topics import Topics
 from agent.pipeline.cascade import Cascade, Stage, StageModel
 from agent.pipeline.inference import Inference, LocalInference, SharedInference
-from agent.pipeline.runner import FrameResult, Pipeline
+from agent.pipeline.runner import FrameResult, Pipeline, ResultSink
 from agent.pipeline.stats import PipelineStats, percentiles
 from agent.processing import make_postprocessor
 from agent.processing.labels import load_labels
@@ -34,7 +35,7 @@ from agent.sources.base import Source
 log = logging.getLogger(__name__)
 
 SourceOpener = Callable[[str, SourceOptions, Path], Source]
-SinkFactory = Callable[[PipelineSpec], Callable[[FrameResult], None]]
+SinkFactory = Callable[[PipelineSpec], ResultSink]
 
 
 # Crops per inference call of a cascade stage whose model fixes no batch size and declares no inputs.
@@ -54,13 +55,14 @@ def describe_error(exc: BaseException) -> str:
 def result_sinks(publisher: ResultPublisher, topics: Topics, device_id: str) -> SinkFactory:
     """Sinks that turn each pipeline's results into versioned payloads on the disk-backed publisher."""
 
-    def make(pspec: PipelineSpec) -> Callable[[FrameResult], None]:
+    def make(pspec: PipelineSpec) -> ResultSink:
         topic = topics.results(pspec.name)
         qos, retain = pspec.publish.qos, pspec.publish.retain
 
-        def sink(r: FrameResult) -> None:
-            payload = result_payload(device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms, r.outputs)
-            publisher.publish(topic, payload, qos=qos, retain=retain)
+        def sink(results: Sequence[FrameResult]) -> None:
+            payloads = [result_payload(device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms,
+                                       r.outputs) for r in results]
+            publisher.publish_many(topic, payloads, qos=qos, retain=retain)
 
         return sink
 
@@ -171,15 +173,23 @@ class ManifestRuntime:
         pre = Preprocessor(mspec.preprocess, predictor.inputs)
         post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
         if mspec.batching is None:
-            return LocalInference(pre, predictor, post)
-        self.shared[mspec.name] = SharedInference(mspec.name, mspec.batching, pre, predictor, post)
+            # two buffer sets: the next batch is pre-processed while the predictor reads this one
+            return LocalInference(pre, predictor, post, spare=Preprocessor(mspec.preprocess, predictor.inputs),
+                                  warmup_frame=pre.warmup_frame())
+        self.shared[mspec.name] = SharedInference(mspec.name, mspec.batching, pre, predictor, post,
+                                                  warmup_frame=pre.warmup_frame())
         return self.shared[mspec.name]
 
-    def start(self) -> None:
+    def start(self, warm_timeout: Optional[float] = None) -> None:
+        """Start every pipeline and return once each has run its predictor on the warm-up shapes
+        (so READY, which follows, means the first frame costs what later ones do)."""
         for worker in self.shared.values():
             worker.start()
         for pipeline in self.pipelines.values():
             pipeline.start()
+        deadline = None if warm_timeout is None else time.monotonic() + warm_timeout
+        for pipeline in self.pipelines.values():
+            pipeline.wait_warm(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = 10.0) -> None:
         for pipeline in self.pipelines.values():

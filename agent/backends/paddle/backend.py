@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
@@ -35,6 +36,7 @@ from agent.backends.paddle.feeds import (
     shared_calibration_feeds,
     warmup_feeds,
 )
+from agent.backends.paddle.openmp import blocktime_for, set_thread_blocktime
 from agent.backends.paddle.pirtrt import convert as convert_pir_trt
 from agent.backends.paddle.pirtrt import make_request, program_paths, relocated
 from agent.backends.paddle.plan import (
@@ -103,6 +105,21 @@ class PaddlePredictor(Predictor):
             shapes = {name: tuple(feeds[name].shape) for name, _ in self._in}
             raise PredictorError(f"Paddle failed to run on input shapes {shapes}: {first_line(exc)}") from exc
         return {name: handle.copy_to_cpu() for name, handle in self._out}
+
+    def warm_up(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """The first run (Paddle's one-off cost), then a timed second one: on the CPU, a model whose
+        inference is short gets OpenMP blocktime 0 in this thread, others the default
+        (agent/backends/paddle/openmp.py)."""
+        self.infer(feeds)
+        if self.placement.device != "cpu":
+            return
+        started = time.perf_counter()
+        self.infer(feeds)
+        infer_ms = (time.perf_counter() - started) * 1000.0
+        blocktime = blocktime_for(infer_ms)
+        if blocktime is not None and set_thread_blocktime(blocktime):
+            event(log, logging.INFO if blocktime == 0 else logging.DEBUG, "paddle.blocktime",
+                  blocktime_ms=blocktime, infer_ms=round(infer_ms, 3))
 
     def clone(self) -> PaddlePredictor:
         # predictor.clone() shares the weights (and TensorRT engines) of this one
