@@ -56,6 +56,8 @@ class FrameResult:
 
 # Every result the post thread finished in one pass, in frame order: the publisher spools them together.
 ResultSink = Callable[[Sequence[FrameResult]], None]
+# (frame image, the model's result for it) -> the result with cascade stages' results attached
+CascadeRunner = Callable[[Any, Dict[str, Any]], Dict[str, Any]]
 
 _END = object()  # end of a finite source
 _POLL_S = 0.1
@@ -83,8 +85,10 @@ class Pipeline:
         inference: Inference,
         sink: ResultSink,
         stats: Optional[PipelineStats] = None,
+        cascade: Optional[CascadeRunner] = None,
     ) -> None:
         self.spec = spec
+        self.cascade = cascade
         self.source = source
         self.inference = inference
         self.sink = sink
@@ -281,6 +285,14 @@ class Pipeline:
 
     def _emit(self, frame: Frame, result: Dict[str, Any], timing: Dict[str, float], post_ms: float,
               done: float, ready: List[FrameResult]) -> None:
+        if self.cascade is not None:  # agent/pipeline/cascade.py; its time counts as post-processing
+            try:
+                result = self.cascade(frame.image, result)
+            except Exception as exc:
+                self._record_error("cascade", exc, 1)
+                return
+            now = time.monotonic()
+            post_ms, done = post_ms + (now - done) * 1000.0, now
         latency = {"pre": round(timing["pre"], 3), "infer": round(timing["infer"], 3),
                    "post": round(post_ms, 3), "total": round((done - frame.mono) * 1000.0, 3)}
         self.stats.on_result(latency)

@@ -29,7 +29,7 @@ from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.spool import Spool
 from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
-from agent.processing.preprocess import calibration_feeds
+from agent.processing.preprocess import calibration_feeds, sample_feed
 from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
 from agent.sources.files import list_images
@@ -45,16 +45,20 @@ FleetFactory = Callable[[ApplyFn], FleetController]
 
 def make_backends(cache_dir: Path) -> Dict[str, Backend]:
     """Every backend this build of the agent knows. Each checks its own capabilities when used."""
+    from agent.backends.onnxruntime.backend import OnnxRuntimeBackend, TensorRTOrOnnxRuntime
     from agent.backends.paddle.backend import PaddleBackend
     from agent.backends.tensorrt.backend import TensorRTBackend
     from agent.backends.tensorrt.calibrator import feeds_from_images
 
-    paddle = PaddleBackend()
+    paddle = PaddleBackend(sample_feed=sample_feed)
+    tensorrt = TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
+                               calibration_feeds=feeds_from_images(calibration_feeds, list_images),
+                               paddle_reference=paddle.reference)
     return {
         "paddle": paddle,
-        "tensorrt": TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
-                                    calibration_feeds=feeds_from_images(calibration_feeds, list_images),
-                                    paddle_reference=paddle.reference),
+        # backend: tensorrt runs on ONNX Runtime where TensorRT cannot (docs/engines.md)
+        "tensorrt": TensorRTOrOnnxRuntime(tensorrt, OnnxRuntimeBackend(sample_feed=sample_feed),
+                                          tensorrt.unavailable_reason),
     }
 
 

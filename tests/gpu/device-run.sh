@@ -33,7 +33,7 @@ ldconfig -p | grep -E 'libcuda\.so|libcurand\.so' || true
 
 # pycuda links -lcuda, found in the toolkit's stubs or, failing that, the driver's own library;
 # and cuRAND, which the agent does not use: left out where the toolkit lacks it. Jetsons have both.
-if ! ls "$CUDA"/lib64/libcuda.so "$CUDA"/lib64/stubs/libcuda.so >/dev/null 2>&1; then
+if [[ ! -e $CUDA/lib64/libcuda.so && ! -e $CUDA/lib64/stubs/libcuda.so ]]; then
     mkdir -p /tmp/cuda-link
     ln -sf "$(ldconfig -p | awk '/libcuda\.so\.1 / { print $NF; exit }')" /tmp/cuda-link/libcuda.so
     echo "CUDADRV_LIB_DIR = ['$CUDA/lib64', '/tmp/cuda-link']" >>~/.aksetup-defaults.py
@@ -41,7 +41,12 @@ fi
 if [[ ! -f $CUDA/include/curand.h ]] || ! ls "$CUDA"/lib64/libcurand.so >/dev/null 2>&1; then
     echo "CUDA_ENABLE_CURAND = False" >>~/.aksetup-defaults.py
 fi
-[[ ! -f ~/.aksetup-defaults.py ]] || { echo "pycuda build settings:"; cat ~/.aksetup-defaults.py; }
+if [[ -f ~/.aksetup-defaults.py ]]; then
+    echo "pycuda build settings (~/.aksetup-defaults.py):"
+    cat ~/.aksetup-defaults.py
+else
+    echo "pycuda build settings: pycuda's own defaults, as on a Jetson"
+fi
 
 section "carried wheels"
 "$PY" -m pip install -q --no-index --no-deps --disable-pip-version-check "$CARRY"/*.whl || exit 1
@@ -66,7 +71,7 @@ deploy/build-pycuda.sh --python "$PY" --cuda "$CUDA" --check
 
 section "pytest -m gpu tests/gpu"
 PYTHONUNBUFFERED=1 "$PY" -m pytest -m gpu tests/gpu -v -s -rA -p no:cacheprovider \
-    --junitxml="$OUT/gpu-junit.xml" 2>&1 | tee "$OUT/pytest-gpu.log"
+    -o junit_family=xunit1 --junitxml="$OUT/gpu-junit.xml" 2>&1 | tee "$OUT/pytest-gpu.log"
 tests=${PIPESTATUS[0]}
 section finished
 echo "build-pycuda: $build, pytest: $tests"
