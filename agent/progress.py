@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Dict
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,11 @@ class Progress:
     elapsed_s: float = 0.0
     step: int = 0
     total: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The health document's ``agent.progress``."""
+        return {"phase": self.phase, "model": self.model, "detail": self.detail, "step": self.step,
+                "total": self.total, "elapsed_s": round(self.elapsed_s, 1)}
 
     def line(self) -> str:
         count = f" {self.step}/{self.total}" if self.total else ""

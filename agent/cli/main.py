@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 from agent import __version__
 from agent.errors import EX_CONFIG, EX_SOFTWARE, AgentError
 from agent.logs import setup_logging
+from agent.progress import Progress
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -83,7 +84,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from agent.service.wiring import Wiring
 
-    wiring = Wiring.from_files(args.config, args.manifest, progress=_print_progress)
+    wiring = Wiring.from_files(args.config, args.manifest)
     models = wiring.loaded.manifest.models
     wanted = set(args.model or [])
     unknown = wanted - {m.name for m in models}
@@ -96,7 +97,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         if wanted and spec.name not in wanted:
             continue
         try:
-            prepared = wiring.preparer.prepare(spec, load=False)
+            prepared = wiring.preparer.prepare(spec, load=False, progress=_print_progress)
         except AgentError as exc:
             failed += 1
             print(f"model={spec.name} result=failed error={json.dumps(str(exc))}", flush=True)
@@ -113,7 +114,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agent.service.daemon import run_daemon
+    from agent.service.wiring import run_daemon
 
     # config.yaml's log_level/log_format apply unless the command line chose.
     return run_daemon(args.config, args.manifest, once=args.once,
@@ -126,10 +127,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return run_cache_command(args.config, args.manifest, args.action, as_json=args.json, dry_run=args.dry_run)
 
 
-def _print_progress(progress: object) -> None:
-    line = getattr(progress, "line", None)
-    if callable(line):
-        print(f"  .. {line()}", file=sys.stderr, flush=True)
+def _print_progress(progress: Progress) -> None:
+    print(f"  .. {progress.line()}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

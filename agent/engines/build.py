@@ -76,14 +76,12 @@ class ModelPreparer:
         device: DeviceIdentity,
         feeds: FeedFactory,
         list_images: ImageLister,
-        progress: ProgressCallback = ignore_progress,
     ) -> None:
         self.cache = cache
         self.backends = backends
         self.device = device
         self.feeds = feeds
         self.list_images = list_images
-        self.progress = progress
 
     def backend_for(self, spec: ModelSpec) -> Backend:
         try:
@@ -104,14 +102,16 @@ class ModelPreparer:
         return compute_fingerprint(spec, precision, backend.identity(), self.device, file_hashes, calib_hash,
                                    golden_hash)
 
-    def prepare(self, spec: ModelSpec, load: bool = True) -> PreparedModel:
-        """Hit or build the first precision in the model's chain that passes the gate."""
+    def prepare(self, spec: ModelSpec, load: bool = True,
+                progress: ProgressCallback = ignore_progress) -> PreparedModel:
+        """Hit or build the first precision in the model's chain that passes the gate. ``progress`` belongs to
+        the caller (the CLI prints it; the daemon forwards it to systemd and MQTT), so it is passed per call."""
         started = time.monotonic()
         attempts: List[Attempt] = []
         for precision in spec.precision_chain():
             fp = self.fingerprint(spec, precision)
             try:
-                entry, hit = self._build_or_hit(spec, precision, fp)
+                entry, hit = self._build_or_hit(spec, precision, fp, progress)
             except GateFailed as exc:
                 attempts.append(Attempt(precision, fp.key, "gate_failed", str(exc)))
                 event(log, logging.WARNING, "build.gate_failed", model=spec.name, precision=precision,
@@ -124,7 +124,7 @@ class ModelPreparer:
                 event(log, logging.WARNING, "build.failed", model=spec.name, precision=precision, error=str(exc))
                 continue
             attempts.append(Attempt(precision, fp.key, "hit" if hit else "built"))
-            predictor = self._load(spec, precision, fp, entry) if load else None
+            predictor = self._load(spec, precision, fp, entry, progress) if load else None
             report = dict(entry.meta.get("report", {}))
             placement = predictor.placement if predictor is not None else _placement_from(report, spec, precision)
             return PreparedModel(spec, precision, fp, entry, hit, time.monotonic() - started, placement,
@@ -136,9 +136,10 @@ class ModelPreparer:
         )
 
     # internals --------------------------------------------------------------------
-    def _build_or_hit(self, spec: ModelSpec, precision: str, fp: Fingerprint) -> Tuple[CacheEntry, bool]:
+    def _build_or_hit(self, spec: ModelSpec, precision: str, fp: Fingerprint,
+                      progress: ProgressCallback) -> Tuple[CacheEntry, bool]:
         backend = self.backend_for(spec)
-        timer = ProgressTimer(self.progress, spec.name)
+        timer = ProgressTimer(progress, spec.name)
 
         def builder(workdir: Path) -> Dict[str, Any]:
             timer("build", f"{precision} {spec.target} via {backend.name}")
@@ -168,7 +169,8 @@ class ModelPreparer:
             candidate.close()
             reference.close()
 
-    def _load(self, spec: ModelSpec, precision: str, fp: Fingerprint, entry: CacheEntry) -> Predictor:
+    def _load(self, spec: ModelSpec, precision: str, fp: Fingerprint, entry: CacheEntry,
+              progress: ProgressCallback) -> Predictor:
         backend = self.backend_for(spec)
         try:
             return backend.load(spec, precision, entry.path)
@@ -176,7 +178,7 @@ class ModelPreparer:
             # A plan that no longer deserializes (driver/TensorRT changed underneath) is a miss.
             event(log, logging.WARNING, "cache.unloadable", model=spec.name, key=fp.key, error=str(exc))
             self.cache.remove(fp.key)
-            rebuilt, _ = self._build_or_hit(spec, precision, fp)
+            rebuilt, _ = self._build_or_hit(spec, precision, fp, progress)
             return backend.load(spec, precision, rebuilt.path)
 
     def _golden_files(self, spec: ModelSpec) -> List[Path]:

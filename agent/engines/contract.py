@@ -55,6 +55,11 @@ class Predictor(abc.ABC):
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run once. ``feeds`` maps every input name to a contiguous array; returns every output."""
 
+    def warm_up(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Run once on ``feeds`` in the thread that will run this predictor, before its first frame, so
+        that frame does not pay the first-run cost. Backends may tune per-thread settings here."""
+        self.infer(feeds)
+
     @abc.abstractmethod
     def clone(self) -> Predictor:
         """Another predictor for another thread, sharing weights where the backend can."""

@@ -2,8 +2,8 @@
 
 The real ``Daemon`` runs in a thread of the harness process with a ``Notifier`` on a socket the
 scenario owns (``WATCHDOG_USEC`` 0.4 s: a ping every 0.2 s). The loop is hung through its health
-collector: the daemon has no constructor parameter for it, so the scenario wraps the collector
-attribute after construction with one whose ``system_health()`` blocks while the hang is armed.
+collector: the scenario takes the services the composition root builds and hands the daemon a
+collector whose ``system_health()`` blocks while the hang is armed.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import signal
 import statistics
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
 from agent.faults.harness import wait_until
 from agent.faults.observe import NotifyListener
 from agent.faults.report import ScenarioResult
 from agent.faults.rig import FaultEnv, rig
+from agent.telemetry.collect import HealthSource
 
 WATCHDOG_USEC = 400_000
 SETTLE_S = 0.1
@@ -26,7 +28,7 @@ SETTLE_S = 0.1
 class HangingCollector:
     """Delegates to the daemon's collector; blocks the caller of ``system_health()`` while armed."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: HealthSource) -> None:
         self.inner = inner
         self.armed = threading.Event()
         self.released = threading.Event()
@@ -44,7 +46,6 @@ class HangingCollector:
 
 def hung_loop(env: FaultEnv, hang_s: float = 3.0) -> ScenarioResult:
     """Hang the daemon's main loop for ``hang_s``: no watchdog ping meanwhile, pipelines unaffected."""
-    from agent.service.daemon import Daemon
     from agent.service.notify import Notifier
     from agent.service.wiring import Wiring
 
@@ -54,9 +55,10 @@ def hung_loop(env: FaultEnv, hang_s: float = 3.0) -> ScenarioResult:
         with rig(env, "watchdog") as r:
             r.box.write_config()
             r.box.write_manifest([r.camera_pipeline()])
-            daemon = Daemon(Wiring.from_files(r.box.config_path), Notifier(notify.address, WATCHDOG_USEC))
-            hang = HangingCollector(daemon.collector)
-            daemon.collector = hang  # type: ignore[assignment]
+            wiring = Wiring.from_files(r.box.config_path)
+            services = wiring.services()
+            hang = HangingCollector(services.collector)
+            daemon = wiring.daemon(Notifier(notify.address, WATCHDOG_USEC), services=replace(services, collector=hang))
             codes: List[int] = []
             thread = threading.Thread(target=lambda: codes.append(daemon.run()), name="daemon-under-test",
                                       daemon=True)

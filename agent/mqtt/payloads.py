@@ -29,6 +29,13 @@ STATUS_STOPPED = "stopped"
 
 LATENCY_KEYS = ("pre", "infer", "post")
 
+# What the events topic carries (docs/mqtt.md#events): a fleet attempt entering a step, a pipeline
+# changing state, a model running other than the manifest asked (a fallback).
+FLEET_STEP = "fleet.step"
+PIPELINE_STATE = "pipeline.state"
+MODEL_FALLBACK = "model.fallback"
+EVENT_KINDS = (FLEET_STEP, PIPELINE_STATE, MODEL_FALLBACK)
+
 
 def _plain(value: Any) -> Any:
     # numpy scalars and arrays from post-processors: item()/tolist() give plain JSON values.
@@ -49,13 +56,6 @@ def encode(doc: Mapping[str, Any]) -> bytes:
         raise PublishError(f"cannot encode {schema} as JSON: {exc}; post-processors must return plain numbers, "
                            "strings, lists and dicts with finite floats") from exc
     return text.encode("utf-8")
-
-
-def latency_block(pre: float, infer: float, post: float, total: Optional[float] = None) -> Dict[str, float]:
-    """Stage latencies in milliseconds, rounded to microseconds; ``total`` defaults to their sum."""
-    out = {"pre": round(pre, 3), "infer": round(infer, 3), "post": round(post, 3)}
-    out["total"] = round(pre + infer + post if total is None else total, 3)
-    return out
 
 
 def result_payload(
@@ -97,6 +97,14 @@ def health_payload(device_id: str, ts: Optional[float] = None, **sections: Any) 
         is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
         doc[name] = dataclasses.asdict(value) if is_instance else value
     return doc
+
+
+def event_payload(kind: str, ts: Optional[float] = None, **fields: Any) -> Dict[str, Any]:
+    """One notice for the events topic: ``kind`` (one of ``EVENT_KINDS``), ``ts`` (default: now) and the
+    kind's own fields; ``StatePublisher.event`` adds ``schema`` and ``device_id``."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {kind!r} (known: {', '.join(EVENT_KINDS)})")
+    return {"kind": kind, "ts": time.time() if ts is None else ts, **fields}
 
 
 def stamped(doc: Mapping[str, Any], schema: str, device_id: str) -> Dict[str, Any]:

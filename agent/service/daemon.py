@@ -7,75 +7,70 @@ a worker thread while the old pipelines keep running.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import faulthandler
 import logging
-import os
 import signal
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from agent import __version__
 from agent.errors import EX_TEMPFAIL, AgentError
-from agent.fleet.controller import FleetController
-from agent.logs import event, setup_logging
-from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_config, load_manifest, resolve_config_paths
-from agent.manifest.store import ManifestStore
-from agent.mqtt.credentials import credentials_dir_from_env
-from agent.mqtt.link import MqttLink
-from agent.mqtt.payloads import health_payload
-from agent.mqtt.publisher import ResultPublisher
-from agent.mqtt.spool import Spool
-from agent.mqtt.state import StatePublisher
-from agent.mqtt.topics import Topics
+from agent.logs import event
+from agent.manifest.load import LoadedManifest, load_config, load_manifest, resolve_config_paths
+from agent.mqtt.payloads import MODEL_FALLBACK, PIPELINE_STATE, event_payload, health_payload
 from agent.progress import Progress
 from agent.service.notify import Notifier
 from agent.service.runtime import ManifestRuntime, result_sinks
 from agent.service.swap import ManifestSwapper, SwapCallback, SwapOutcome
-from agent.service.wiring import Wiring
 from agent.sources import open_source
-from agent.telemetry.collect import HealthCollector
-from agent.telemetry.prometheus import PrometheusServer
+
+if TYPE_CHECKING:  # wiring builds the daemon, so the daemon only names its types
+    from agent.service.wiring import Services, Wiring
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 BUILD_TIMEOUT_EXTENSION_S = 120.0
+# Build progress publishes health at once, but not more often than this (a build step can be short).
+PROGRESS_HEALTH_MIN_S = 1.0
 
 
 class Daemon:
-    def __init__(self, wiring: Wiring, notifier: Notifier, once: bool = False, origin: str = "file",
-                 config_logging: bool = False) -> None:
+    def __init__(self, wiring: Wiring, services: Services, notifier: Notifier, once: bool = False,
+                 origin: str = "file", config_logging: bool = False) -> None:
         self.wiring = wiring
         self.config_logging = config_logging  # config.yaml owns the log level (no -v/--debug given)
         self.origin = origin  # where the starting manifest came from
         self.config = wiring.config
         self.notifier = notifier
         self.once = once
-        self.topics = Topics(self.config.mqtt.topic_prefix, self.config.device_id, self.config.groups)
-        self.store = ManifestStore(wiring.paths.state_dir)
-        self.link = MqttLink(self.config.mqtt, self.topics, credentials_dir_from_env(os.environ),
-                             base_dir=wiring.paths.config_file.parent)
-        self.spool = Spool(wiring.paths.state_dir / "spool.sqlite3", self.config.spool.max_bytes,
-                           self.config.spool.max_messages, synchronous=self.config.spool.synchronous)
-        self.publisher = ResultPublisher(self.spool, self.link)
-        self.state = StatePublisher(self.link, self.topics, self.config.health_interval)
+        self.topics = services.topics
+        self.store = services.store
+        self.link = services.link
+        self.spool = services.spool
+        self.publisher = services.results
+        self.state = services.state
+        self.collector = services.collector
+        self.latest = services.latest
+        self.prometheus = services.prometheus
         self._make_sink = result_sinks(self.publisher, self.topics, self.config.device_id)
-        self.collector = HealthCollector.create({"cache_dir": wiring.paths.cache_dir,
-                                                 "state_dir": wiring.paths.state_dir})
         self.last_health: Dict[str, Any] = {}
-        self.prometheus: Optional[PrometheusServer] = None
         self.swapper: Optional[ManifestSwapper] = None
         # Built before anything starts so that a bad fleet key is a config error (exit 78), not a crash.
-        self.fleet = FleetController(self.config, self.topics, self.link, self.store, self.apply_manifest,
-                                     wiring.paths.state_dir, fleet_allowed_dirs(self.config))
+        self.fleet = services.fleet(self.apply_manifest)
         self.started = time.monotonic()
         self.last_error: Optional[str] = None
+        self.progress: Optional[Progress] = None  # the build step under way, while the phase is a build
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._health_lock = threading.Lock()  # the main loop and a build's progress both publish health
+        self._last_health_mono = 0.0
+        self._states: Dict[str, str] = {}  # pipeline -> state last announced on the events topic
         self.phase = "starting"
 
     # public ---------------------------------------------------------------------------
@@ -116,26 +111,47 @@ class Daemon:
         self._install_signals()
         self.link.start()
         self.publisher.start()
-        if self.config.prometheus.enabled:
-            self.prometheus = PrometheusServer(self.config.prometheus.host, self.config.prometheus.port,
-                                               lambda: self.last_health)
+        if self.prometheus is not None:
             self.prometheus.start()
         self._set_phase("building engines")
-        runtime = ManifestRuntime.prepare(self.wiring.loaded, self.wiring.preparer, self._make_sink, open_source)
-        self.swapper = ManifestSwapper(
-            runtime,
-            prepare=lambda loaded: ManifestRuntime.prepare(loaded, self.wiring.preparer, self._make_sink,
-                                                           open_source, strict=True),
-            reopen=lambda stopped: stopped.reopened(self._make_sink, open_source),
-            store=self.store, grace_period_s=self.config.fleet.grace_period_s, set_phase=self._set_phase)
+        runtime = self._prepare_at_startup()
+        self.swapper = ManifestSwapper(runtime, prepare=self._prepare_strict,
+                                       reopen=lambda stopped: stopped.reopened(self._make_sink, open_source),
+                                       store=self.store, grace_period_s=self.config.fleet.grace_period_s,
+                                       set_phase=self._set_phase)
         if runtime.failures:
             self.last_error = next(iter(runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
+        self._set_phase("warming up")  # runtime.start() returns once every predictor ran its warm-up shapes
         runtime.start()
+        self._announce_states()
         self.fleet.start()
         self._set_phase("running")
         self.notifier.ready("running")
         event(log, logging.INFO, "agent.running", pipelines=len(runtime.pipelines), failures=len(runtime.failures))
+
+    def _prepare_at_startup(self) -> ManifestRuntime:
+        """Prepare the starting manifest on a worker while this thread keeps publishing health: a first
+        TensorRT build takes minutes, and the device must not be silent meanwhile."""
+        self.publish_health()
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="startup-build") as pool:
+            future = pool.submit(ManifestRuntime.prepare, self.wiring.loaded, self.wiring.preparer,
+                                 self._make_sink, open_source, progress=self.on_progress)
+            while True:
+                try:
+                    runtime = future.result(timeout=self.config.health_interval)
+                    break
+                except concurrent.futures.TimeoutError:
+                    self.publish_health()
+        self._announce_fallbacks(runtime)
+        return runtime
+
+    def _prepare_strict(self, loaded: LoadedManifest) -> ManifestRuntime:
+        """A reload's or fleet update's runtime (``ManifestSwapper``): every model and pipeline, or an error."""
+        runtime = ManifestRuntime.prepare(loaded, self.wiring.preparer, self._make_sink, open_source, strict=True,
+                                          progress=self.on_progress)
+        self._announce_fallbacks(runtime)
+        return runtime
 
     # main loop --------------------------------------------------------------------------
     def _loop(self) -> int:
@@ -146,6 +162,7 @@ class Daemon:
             if now >= next_health:
                 self.publish_health()
                 next_health = now + self.config.health_interval
+            self._announce_states()
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_from_disk()
@@ -181,7 +198,8 @@ class Daemon:
         return health_payload(
             device_id=self.config.device_id,
             agent={"version": __version__, "uptime_s": round(time.monotonic() - self.started, 1),
-                   "phase": self.phase, "last_error": self.last_error},
+                   "phase": self.phase, "last_error": self.last_error,
+                   "progress": None if self.progress is None else self.progress.as_dict()},
             manifest={"version": loaded.manifest.version, "sha256": loaded.sha256, "path": str(loaded.path)},
             models=runtime.model_health() if runtime is not None else {},
             pipelines=runtime.pipeline_health() if runtime is not None else {},
@@ -189,14 +207,46 @@ class Daemon:
             spool={"depth": self.spool.depth(), "oldest_age_s": self.spool.oldest_age_s(),
                    "dropped": self.spool.dropped},
             mqtt=self.link.stats(),
+            fleet=self.fleet.health(),
         )
 
     def publish_health(self) -> None:
+        with self._health_lock:
+            try:
+                self.last_health = self.health()
+                self.latest.set(self.last_health)
+                self.state.health(self.last_health)
+            except AgentError as exc:
+                event(log, logging.WARNING, "health.failed", error=str(exc))
+            self._last_health_mono = time.monotonic()
+
+    # events -------------------------------------------------------------------------------
+    def _event(self, kind: str, **fields: Any) -> None:
         try:
-            self.last_health = self.health()
-            self.state.health(self.last_health)
+            self.state.event(event_payload(kind, **fields))
         except AgentError as exc:
-            event(log, logging.WARNING, "health.failed", error=str(exc))
+            event(log, logging.WARNING, "event.failed", kind=kind, error=str(exc))
+
+    def _announce_states(self) -> None:
+        """A pipeline that changed state since the last tick: one event on the events topic."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        states = runtime.pipeline_states()
+        for name, (state, error) in states.items():
+            previous = self._states.get(name)
+            if state != previous:
+                self._event(PIPELINE_STATE, pipeline=name, state=state, previous=previous, error=error)
+        self._states = {name: state for name, (state, _) in states.items()}
+
+    def _announce_fallbacks(self, runtime: ManifestRuntime) -> None:
+        for prepared in runtime.fallbacks():
+            p = prepared.placement
+            self._event(MODEL_FALLBACK, model=prepared.spec.name,
+                        requested={"target": prepared.spec.target, "precision": prepared.spec.precision},
+                        backend=p.backend, route=p.route, device=p.device, precision=p.precision, notes=p.notes,
+                        attempts=[{"precision": a.precision, "outcome": a.outcome, "detail": a.detail}
+                                  for a in prepared.attempts if a.outcome not in ("hit", "built")])
 
     # reload and swap -------------------------------------------------------------------------
     def _reload_from_disk(self) -> None:
@@ -239,14 +289,18 @@ class Daemon:
     # plumbing ----------------------------------------------------------------------------------
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
+        self.progress = None  # a new phase starts without a build step
         self.notifier.status(phase)
 
     def on_progress(self, progress: Progress) -> None:
-        """Forward build progress to systemd (status + more start-up time) and the log."""
+        """Forward build progress to systemd (status + more start-up time), the log and MQTT health."""
+        self.progress = progress
         self.notifier.status(progress.line())
         self.notifier.extend_timeout(BUILD_TIMEOUT_EXTENSION_S)
         event(log, logging.INFO, "build.progress", model=progress.model, phase=progress.phase,
               detail=progress.detail, elapsed_s=round(progress.elapsed_s, 1))
+        if time.monotonic() - self._last_health_mono >= PROGRESS_HEALTH_MIN_S:
+            self.publish_health()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -267,33 +321,3 @@ def _import_paddle_first() -> None:
         import paddle  # noqa: F401
     faulthandler.disable()
     faulthandler.enable(all_threads=True)
-
-
-def run_daemon(config_path: Path, manifest_path: Optional[Path], once: bool = False,
-               config_logging: bool = False) -> int:
-    notifier = Notifier.from_env()
-    holder: Dict[str, Daemon] = {}
-
-    def progress(p: Progress) -> None:
-        if "daemon" in holder:
-            holder["daemon"].on_progress(p)
-
-    wiring = Wiring.from_files(config_path, manifest_path, progress=progress)
-    if config_logging:
-        setup_logging(getattr(logging, wiring.config.log_level.upper()), wiring.config.log_format)
-    origin = "file"
-    stored = ManifestStore(wiring.paths.state_dir).current()
-    # A fleet update survives restarts, unless the operator has since put a newer manifest in the file.
-    if stored is not None and stored.origin == "fleet" and stored.version >= wiring.loaded.manifest.version \
-            and manifest_path is None:
-        try:
-            wiring.loaded = load_manifest(stored.path, fleet_allowed_dirs(wiring.config), base_dir=stored.base_dir)
-            origin = "fleet"
-            event(log, logging.WARNING, "agent.fleet_manifest", version=stored.version, path=str(stored.path))
-        except AgentError as exc:
-            # Never refuse to start over it: the file's manifest still runs, and the fleet can resend.
-            event(log, logging.ERROR, "agent.fleet_manifest_unusable", version=stored.version, error=str(exc),
-                  fallback=str(wiring.paths.manifest))
-    daemon = Daemon(wiring, notifier, once=once, origin=origin, config_logging=config_logging)
-    holder["daemon"] = daemon
-    return daemon.run()

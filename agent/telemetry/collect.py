@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, Mapping, Optional, Set, TypeVar
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Set, TypeVar
 
 from agent.logs import event
 from agent.telemetry.jetson import JetsonReader
@@ -18,6 +18,14 @@ from agent.telemetry.tegrastats import TegrastatsReader
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class HealthSource(Protocol):
+    """What the daemon needs of a collector (the fault scenarios wrap one to hang it)."""
+
+    def system_health(self) -> Dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass

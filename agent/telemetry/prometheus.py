@@ -257,6 +257,22 @@ def render(snapshot: Snapshot) -> str:
     return out.text()
 
 
+class LatestHealth:
+    """The last health document the daemon published; scrapes read it and never collect a new one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._doc: Snapshot = {}
+
+    def set(self, doc: Snapshot) -> None:
+        with self._lock:
+            self._doc = doc
+
+    def get(self) -> Snapshot:
+        with self._lock:
+            return self._doc
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -33,9 +33,9 @@ def golden(tmp_path: Path) -> Path:
     return folder
 
 
-def preparer(tmp_path: Path, events: List[Progress]) -> ModelPreparer:
+def preparer(tmp_path: Path) -> ModelPreparer:
     return ModelPreparer(EngineCache(tmp_path / "cache"), {"paddle": PaddleBackend()}, detect_device(),
-                         calibration_feeds, list_images, events.append)
+                         calibration_feeds, list_images)
 
 
 def spec(model: ExportedModel, golden: Path, **fields: Any) -> ModelSpec:
@@ -48,11 +48,11 @@ def spec(model: ExportedModel, golden: Path, **fields: Any) -> ModelSpec:
 def test_a_failing_gate_falls_back_to_the_next_precision_and_records_why(
         tmp_path: Path, golden: Path, paddle_models: Dict[str, ExportedModel]) -> None:
     events: List[Progress] = []
-    prep = preparer(tmp_path, events)
+    prep = preparer(tmp_path)
     # A cosine similarity can never exceed 1: the fp16 candidate must fail, fp32 passes by default.
     s = spec(paddle_models["classifier"], golden, precision="fp16", precision_fallback=True,
              validation={"inputs": str(golden), "metric": "cosine", "tolerance": {"fp16": 1.5}})
-    prepared = prep.prepare(s)
+    prepared = prep.prepare(s, progress=events.append)
     assert prepared.precision == "fp32"
     assert [(a.precision, a.outcome) for a in prepared.attempts] == [("fp16", "gate_failed"), ("fp32", "built")]
     assert "accuracy gate failed at fp16" in prepared.attempts[0].detail
@@ -71,13 +71,13 @@ def test_without_fallback_a_failing_gate_is_a_build_error_with_the_numbers(
     s = spec(paddle_models["classifier"], golden,
              validation={"inputs": str(golden), "metric": "cosine", "tolerance": {"fp32": 1.5}})
     with pytest.raises(BuildError, match=r"no precision passed .*cosine=.*threshold 1\.5"):
-        preparer(tmp_path, []).prepare(s)
+        preparer(tmp_path).prepare(s)
     assert EngineCache(tmp_path / "cache").entries() == []
 
 
 def test_a_different_model_file_with_the_same_name_is_a_new_key(
         tmp_path: Path, golden: Path, paddle_models: Dict[str, ExportedModel]) -> None:
-    prep = preparer(tmp_path, [])
+    prep = preparer(tmp_path)
     a = prep.prepare(spec(paddle_models["classifier"], golden), load=False)
     b = prep.prepare(spec(paddle_models["classifier-seed1"], golden, name="classifier"), load=False)
     assert a.key != b.key and not b.hit

@@ -14,6 +14,7 @@ from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_manifest
 from agent.manifest.store import ManifestStore
 from agent.mqtt.link import MqttLink
+from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
 from tests.mqtt.helpers import FAST, Recorder, wait_until
 
@@ -81,8 +82,9 @@ class FleetDevice:
         self.store = ManifestStore(self.state_dir)
         self.link = MqttLink(self.config.mqtt, topics)
         self.apply = self.make_apply(self) if self.make_apply is not None else ThreadedApply(self.store)
-        self.controller = FleetController(self.config, topics, self.link, self.store, self.apply, self.state_dir,
-                                          fleet_allowed_dirs(self.config))
+        state = StatePublisher(self.link, topics, self.config.health_interval)
+        self.controller = FleetController(self.config, topics, self.link, state, self.store, self.apply,
+                                          self.state_dir, fleet_allowed_dirs(self.config))
         self.reported = Recorder(self.config.mqtt.port, topics.manifest_reported,
                                  client_id=f"reported-{self.config.device_id}-{id(self)}")
 

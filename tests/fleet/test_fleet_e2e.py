@@ -1,4 +1,4 @@
-"""Fleet updates through the real daemon: a ``Daemon`` (built by ``Wiring.from_files`` from a
+"""Fleet updates through the real daemon: a ``Daemon`` (built by ``Wiring.from_files(...).daemon()`` from a
 config.yaml, as ``edge-agent run`` does) in a thread, a real Mosquitto, the demo's trained Paddle
 classifier on CPU over a looping video, and envelopes built and published with the code behind
 ``edge-agent fleet sign|publish``. An update that fails to build never interrupts the running
@@ -18,7 +18,6 @@ import pytest
 from agent.demo.assets import DemoAssets
 from agent.fleet.publish import BrokerTarget, publish_retained
 from agent.manifest.store import ManifestStore
-from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
 from agent.service.wiring import Wiring
 from tests.fleet.helpers import Signer, tampered
@@ -42,7 +41,7 @@ class Device:
         self.site = Site(root, assets)
         self.site.write_config(broker.port, [self.signer.public])
         self.watch = Watch(broker.port)
-        self.daemon = Daemon(Wiring.from_files(self.site.config), Notifier(None))
+        self.daemon = Wiring.from_files(self.site.config).daemon(Notifier(None))
         self.exit: List[int] = []
         self.thread = threading.Thread(target=lambda: self.exit.append(self.daemon.run()), name="daemon")
 

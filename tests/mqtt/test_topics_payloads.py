@@ -16,7 +16,6 @@ from agent.mqtt.payloads import (
     encode,
     health_expiry_s,
     health_payload,
-    latency_block,
     result_payload,
     stamped,
 )
@@ -48,7 +47,7 @@ def test_names_that_would_break_topics_are_config_errors(prefix: str, device: st
 
 def test_result_payload_fields_and_encoding() -> None:
     doc = result_payload("cam-01", "door", "yolo", "/data/a.mp4", 7, 1700000000.25,
-                         latency_block(1.2345, 5.0, 0.5), {"boxes": [[1, 2, 3, 4]]})
+                         {"pre": 1.234, "infer": 5.0, "post": 0.5, "total": 6.734}, {"boxes": [[1, 2, 3, 4]]})
     assert set(doc) == {"schema", "device_id", "pipeline", "model", "source", "frame", "ts", "latency_ms",
                         "outputs"}
     assert doc["schema"] == RESULT_SCHEMA
@@ -70,7 +69,7 @@ def test_bad_results_are_refused_with_a_reason() -> None:
     with pytest.raises(PublishError, match="infer"):
         result_payload("d", "p", "m", "s", 0, 1.0, {"pre": 1.0, "post": 1.0}, [])
     with pytest.raises(PublishError, match="capture"):
-        result_payload("d", "p", "m", "s", 0, math.inf, latency_block(1, 1, 1), [])
+        result_payload("d", "p", "m", "s", 0, math.inf, {"pre": 1.0, "infer": 1.0, "post": 1.0}, [])
 
 
 def test_health_payload_sections() -> None:
