@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -98,6 +98,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def reference(self, spec: ModelSpec) -> Predictor:
         """A full-precision, unoptimized predictor of the same model for the accuracy gate."""
+
+    def declared_inputs(self, spec: ModelSpec) -> Optional[List[TensorInfo]]:
+        """The input tensors a predictor of ``spec`` will report, read from the model's files without
+        loading or running it (``edge-agent validate`` checks preprocessing against them); None when
+        this backend cannot tell."""
+        return None
 
     def files_to_hash(self, spec: ModelSpec) -> List[Path]:
         """Model files whose bytes are part of the fingerprint."""
