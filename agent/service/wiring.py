@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from agent.backends.registry import make_backends
 from agent.engines.build import ModelPreparer
 from agent.engines.cache import EngineCache
-from agent.engines.contract import Backend
 from agent.engines.device import DeviceIdentity, detect_device
 from agent.errors import AgentError
 from agent.fleet.controller import ApplyFn, FleetController
@@ -41,21 +41,6 @@ log = logging.getLogger(__name__)
 # The daemon hands its ``apply_manifest`` to this when it is constructed: the controller and the
 # daemon refer to each other, and a factory keeps both immutable after construction.
 FleetFactory = Callable[[ApplyFn], FleetController]
-
-
-def make_backends(cache_dir: Path) -> Dict[str, Backend]:
-    """Every backend this build of the agent knows. Each checks its own capabilities when used."""
-    from agent.backends.paddle.backend import PaddleBackend
-    from agent.backends.tensorrt.backend import TensorRTBackend
-    from agent.backends.tensorrt.calibrator import feeds_from_images
-
-    paddle = PaddleBackend()
-    return {
-        "paddle": paddle,
-        "tensorrt": TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
-                                    calibration_feeds=feeds_from_images(calibration_feeds, list_images),
-                                    paddle_reference=paddle.reference),
-    }
 
 
 @dataclass(frozen=True)
