@@ -34,7 +34,7 @@ from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
 from agent.sources.files import list_images
 from agent.telemetry.collect import HealthCollector, HealthSource
-from agent.telemetry.prometheus import LatestHealth, PrometheusServer
+from agent.telemetry.prometheus import HealthMetrics, LatestHealth, PrometheusServer
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,18 @@ class Wiring:
                       synchronous=config.spool.synchronous)
         state = StatePublisher(link, topics, config.health_interval)
         latest = LatestHealth()
-        prometheus = (PrometheusServer(config.prometheus.host, config.prometheus.port, latest.get)
+        prometheus = (PrometheusServer(config.prometheus.host, config.prometheus.port,
+                                       HealthMetrics(latest.get, config.device_id))
                       if config.prometheus.enabled else None)
         allowed = fleet_allowed_dirs(config)
 
         def fleet(apply: ApplyFn) -> FleetController:
             return FleetController(config, topics, link, state, store, apply, paths.state_dir, allowed)
 
-        collector = HealthCollector.create({"cache_dir": paths.cache_dir, "state_dir": paths.state_dir})
+        telemetry = config.telemetry
+        collector = HealthCollector.create({"cache_dir": paths.cache_dir, "state_dir": paths.state_dir},
+                                           tegrastats_interval_s=telemetry.tegrastats_interval_s
+                                           if telemetry.tegrastats else None)
         return Services(topics, store, link, spool, ResultPublisher(spool, link), state, collector, latest,
                         prometheus, fleet)
 
