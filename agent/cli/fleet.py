@@ -49,6 +49,9 @@ def add_fleet_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--model-sha", type=Path, action="append", default=[], metavar="PATH",
                    help="a model file the device must have with this file's sha256; repeatable. PATH must lie "
                         "under the manifest's directory, which stands for the device's first allowed_model_dirs")
+    p.add_argument("--model-url", action="append", default=[], metavar="PATH=URL",
+                   help="like --model-sha, and the device downloads the file from URL (http/https) when it is "
+                        "missing or differs; the file's size is signed too; repeatable")
     p.add_argument("--target", type=_target, default=None, metavar="device:ID|group:NAME",
                    help="only this device or group may apply it")
     p.add_argument("--out", required=True, help="envelope JSON file, or - for stdout")
@@ -100,6 +103,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         raise FleetError(f"--version {args.version} differs from the manifest's version {version}; "
                          f"set 'version: {args.version}' in {manifest_path}, or drop --version")
     models = [_model_file(p, manifest_path.parent) for p in args.model_sha]
+    models += [_model_url(spec, manifest_path.parent) for spec in args.model_url]
     private = load_private_key(args.key) if args.key is not None else None
     envelope = build_envelope(data, version, private, models, args.target)
     body = envelope.to_json()
@@ -157,6 +161,14 @@ def _model_file(path: Path, manifest_dir: Path) -> ModelFile:
     except OSError as exc:
         raise FleetError(f"--model-sha {path}: cannot read it ({exc.strerror or exc})") from None
     return ModelFile(path=Path(rel).as_posix(), sha256=digest)
+
+
+def _model_url(spec: str, manifest_dir: Path) -> ModelFile:
+    path, sep, url = spec.partition("=")
+    if not sep or not url.startswith(("http://", "https://")):
+        raise FleetError(f"--model-url {spec!r}: expected PATH=URL with an http:// or https:// URL")
+    local = _model_file(Path(path), manifest_dir)
+    return local.model_copy(update={"url": url, "size": os.path.getsize(path)})
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -30,6 +30,9 @@ Feed = Dict[str, np.ndarray]
 # any batch size). The preparer lists ``calibration.images`` once and binds them to the model; a build
 # that calibrates calls it, any other build never does.
 CalibrationFeeds = Callable[[Sequence[TensorInfo]], Iterable[Feed]]
+# (spec, the model's inputs) -> one synthetic frame through the model's preprocessing, for the warm-up of
+# models whose manifest declares no input shapes (agent.processing.preprocess.sample_feed).
+SampleFeed = Callable[[ModelSpec, Sequence[TensorInfo]], Feed]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Predictor(abc.ABC):
     @abc.abstractmethod
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run once. ``feeds`` maps every input name to a contiguous array; returns every output."""
+
+    def warm_up(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Run once on ``feeds`` in the thread that will run this predictor, before its first frame, so
+        that frame does not pay the first-run cost. Backends may tune per-thread settings here."""
+        self.infer(feeds)
 
     @abc.abstractmethod
     def clone(self) -> Predictor:

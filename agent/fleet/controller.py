@@ -19,11 +19,12 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from agent.errors import AgentError, ConfigError, FleetError
+from agent.fleet.artifacts import ArtifactFetcher, ArtifactRegistry
 from agent.fleet.disk import HandledLog, StagedManifests, payload_digest
-from agent.fleet.envelope import parse_envelope
+from agent.fleet.envelope import ModelFile, parse_envelope
 from agent.fleet.report import (
     APPLIED,
     BUILDING,
@@ -98,6 +99,7 @@ class FleetController:
         self._reports = state
         self._staged = StagedManifests(state_dir / "fleet")
         self._handled = HandledLog(state_dir / "fleet" / "handled.json")
+        self._fetcher = ArtifactFetcher(config.fleet.download, ArtifactRegistry(state_dir / "fleet" / "artifacts.json"))
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: OrderedDict[str, InboundMessage] = OrderedDict()
@@ -118,8 +120,13 @@ class FleetController:
         with self._wake:
             self._closing = True
             self._wake.notify_all()
+        self._fetcher.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def health(self) -> Dict[str, Any]:
+        """The ``fleet`` section of health: the artifact download in progress (bytes, percent), if any."""
+        return {"download": self._fetcher.progress()}
 
     def process(self, message: InboundMessage) -> Optional[str]:
         """Handle one desired message to its end (waiting for the swap); the final status, or None when
@@ -162,7 +169,7 @@ class FleetController:
             return self._finish(attempt, digest, REJECTED, str(exc))
         self._report(attempt, VALIDATING)
         try:
-            loaded = stage_manifest(envelope, self._staged, self.allowed_dirs)
+            loaded = stage_manifest(envelope, self._staged, self.allowed_dirs, self._fetch_for(attempt))
         except AgentError as exc:
             return self._finish(attempt, digest, REJECTED, str(exc))
         if attempt.key_id is None:
@@ -193,6 +200,16 @@ class FleetController:
                 log.exception("fleet.process_failed", extra={"topic": message.topic})
 
     # steps ------------------------------------------------------------------------------------------------
+    def _fetch_for(self, attempt: Attempt) -> Callable[[Sequence[ModelFile], int, Path, Sequence[Path]], int]:
+        def progress(snapshot: Dict[str, Any]) -> None:
+            attempt.download = snapshot
+            self._report(attempt, VALIDATING)
+
+        def fetch(models: Sequence[ModelFile], version: int, base: Path, allowed: Sequence[Path]) -> int:
+            return self._fetcher.fetch(models, version, base, allowed, progress)
+
+        return fetch
+
     def _swap(self, attempt: Attempt, digest: str, loaded: LoadedManifest) -> Optional[str]:
         finished = threading.Event()
         final: List[str] = []
@@ -219,6 +236,8 @@ class FleetController:
         keep = [self._staged.path_for(s.version) for s in (self.store.current(), self.store.previous())
                 if s is not None]
         self._staged.prune(keep)
+        versions = [s.version for s in (self.store.current(), self.store.previous()) if s is not None]
+        self._fetcher.registry.prune(versions, self.config.fleet.download.keep_versions)
         return status
 
     def _report(self, attempt: Attempt, status: str, reason: str = "") -> None:

@@ -55,10 +55,33 @@ def payload_digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def load_json_entries(path: Path, unreadable_hint: str) -> Dict[str, Dict[str, Any]]:
+    """A ``{key: {...}}`` state file; empty when missing, and (logged) when unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        event(log, logging.WARNING, "fleet.state_unreadable", path=str(path), error=str(exc), hint=unreadable_hint)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)}
+
+
+def save_json_entries(path: Path, entries: Dict[str, Dict[str, Any]], cost: str) -> None:
+    """Write the state file atomically; a failure is logged with what it ``cost``s, never raised."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(entries, indent=1, sort_keys=True).encode("utf-8"))
+    except OSError as exc:
+        event(log, logging.WARNING, "fleet.state_not_saved", path=str(path), error=str(exc), cost=cost)
+
+
 class HandledLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._entries: Dict[str, Dict[str, Any]] = self._read()
+        self._entries = load_json_entries(path, "starting empty: known-bad retained updates are tried once more")
 
     def seen(self, topic: str, digest: str) -> bool:
         entry = self._entries.get(topic)
@@ -66,22 +89,5 @@ class HandledLog:
 
     def remember(self, topic: str, digest: str, version: Optional[int], status: str, reason: str) -> None:
         self._entries[topic] = {"digest": digest, "version": version, "status": status, "reason": reason}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, json.dumps(self._entries, indent=1, sort_keys=True).encode("utf-8"))
-        except OSError as exc:
-            # Only costs a repeated attempt after a restart; the update itself was already handled.
-            event(log, logging.WARNING, "fleet.handled_not_saved", path=str(self.path), error=str(exc))
-
-    def _read(self) -> Dict[str, Dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            event(log, logging.WARNING, "fleet.handled_unreadable", path=str(self.path), error=str(exc),
-                  hint="starting empty: known-bad retained updates are tried once more")
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {str(k): v for k, v in data.items() if isinstance(v, dict)}
+        # The update itself was already handled either way.
+        save_json_entries(self.path, self._entries, "a repeated attempt after a restart")

@@ -40,7 +40,8 @@ class ModelFile(BaseModel):
     path: str = Field(min_length=1, max_length=PATH_MAX,
                       description="relative to the device's first fleet.allowed_model_dirs entry, or absolute")
     sha256: str = Field(pattern=SHA256_PATTERN)
-    url: Optional[str] = Field(None, max_length=4096, description="where to fetch it (download not implemented)")
+    url: Optional[str] = Field(None, max_length=4096, description="http(s) URL to fetch it from when missing")
+    size: Optional[int] = Field(None, ge=0, description="bytes; lets the device check space before downloading")
 
     @field_validator("sha256")
     @classmethod

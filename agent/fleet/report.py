@@ -29,6 +29,7 @@ class Attempt:
     key_id: Optional[str] = None
     target: Optional[str] = None
     steps: Dict[str, float] = field(default_factory=dict)
+    download: Optional[Dict[str, Any]] = None  # artifact download progress, once one started
 
     def enter(self, status: str, reason: str, ts: float, applied: Optional[Tuple[int, str]]) -> Dict[str, Any]:
         """Stamp ``status`` as entered at ``ts``; the reported document for it. ``applied``: (version, sha256)
@@ -38,7 +39,7 @@ class Attempt:
         self.steps[status] = ts
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[:MAX_REASON_CHARS] + " ...(truncated)"
-        return {
+        doc = {
             "version": self.version,
             "sha256": self.sha256,
             "status": status,
@@ -51,3 +52,6 @@ class Attempt:
             "target": self.target,
             "applied": None if applied is None else {"version": applied[0], "sha256": applied[1]},
         }
+        if self.download is not None:
+            doc["download"] = self.download
+        return doc

@@ -2,16 +2,15 @@
 
 The manifest is loaded like any other, but with every path confined to the allowed model
 directories and relative paths resolved against the first of them. Listed model files must
-be on the device, inside those directories, with the signed hash; fetching a missing file
-from its ``url`` is not implemented, so such an envelope is rejected with a reason that
-says where to copy the file.
+be inside those directories and end up on the device with the signed hash: files with a
+``url`` are fetched first (agent/fleet/artifacts.py), before the manifest is loaded.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from agent.errors import FleetError
 from agent.fleet.disk import StagedManifests
@@ -20,14 +19,21 @@ from agent.manifest.load import LoadedManifest, parse_manifest
 from agent.manifest.paths import absolute, inside
 from agent.manifest.references import file_sha256
 
+# (models, version, base_dir, allowed_dirs): fetches the files with a url that are missing or differ.
+FetchFn = Callable[[Sequence[ModelFile], int, Path, Sequence[Path]], object]
 
-def stage_manifest(envelope: Envelope, staged: StagedManifests, allowed_dirs: Sequence[Path]) -> LoadedManifest:
+
+def stage_manifest(envelope: Envelope, staged: StagedManifests, allowed_dirs: Sequence[Path],
+                   fetch: Optional[FetchFn] = None) -> LoadedManifest:
     """The envelope's manifest, loaded and written to ``staged`` once everything about it checks out.
+    ``fetch`` runs first, so the loader finds downloaded model files in place.
 
     Raises ``InvalidManifestError`` (one line per problem) or ``FleetError``.
     """
     data = envelope.manifest_bytes()
     base = allowed_dirs[0]
+    if fetch is not None:
+        fetch(envelope.models, envelope.version, base, allowed_dirs)
     loaded = parse_manifest(data, staged.path_for(envelope.version), allowed_dirs, base_dir=base)
     if loaded.manifest.version != envelope.version:
         raise FleetError(f"version mismatch: the envelope says {envelope.version}, the manifest says "
@@ -58,9 +64,6 @@ def _check(model: ModelFile, base_dir: Path, allowed_dirs: Sequence[Path]) -> st
         return (f"path escapes the allowed model directories (resolves to {os.path.realpath(path)}; allowed: "
                 f"{allowed}); use a path inside them")
     if not os.path.isfile(path):
-        if model.url:
-            return (f"not on the device ({path}); downloading from {model.url} is not supported yet: "
-                    "copy the file there, then publish again")
         return f"not on the device ({path}): copy the file there, then publish again"
     try:
         actual = file_sha256(path)

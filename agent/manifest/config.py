@@ -62,11 +62,29 @@ class SpoolConfig(StrictModel):
     max_messages: int = Field(1_000_000, ge=10)
 
 
+class DownloadConfig(StrictModel):
+    """How a device fetches the model files a fleet envelope lists with a ``url`` (agent/fleet/artifacts.py)."""
+
+    ca_file: Optional[str] = Field(None, description="extra CA bundle (PEM) for https artifact URLs")
+    max_file_bytes: int = Field(8 << 30, ge=1, description="refuse a single artifact larger than this")
+    reserve_bytes: int = Field(256 << 20, ge=0, description="free space that must remain after downloading")
+    parallel: int = Field(2, ge=1, le=16, description="files fetched at once")
+    rate_limit_bytes_s: Optional[int] = Field(None, ge=1024, description="cap on all downloads together")
+    retries: int = Field(5, ge=0, le=100, description="retries per file after a network or server error")
+    retry_base_s: float = Field(1.0, gt=0, le=600)
+    retry_max_s: float = Field(60.0, gt=0, le=3600)
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="connect and per-read timeout")
+    max_redirects: int = Field(5, ge=0, le=20)
+    keep_versions: int = Field(2, ge=1, le=100,
+                               description="downloaded artifacts of this many newest versions stay on disk")
+
+
 class FleetConfig(StrictModel):
     public_keys: List[str] = Field(default_factory=list, description="Ed25519 public keys: PEM files or base64")
     require_signature: bool = True
     allowed_model_dirs: List[str] = Field(default_factory=list, description="default: the manifest's directory")
     grace_period_s: float = Field(30.0, ge=0, le=3600, description="new pipelines must stay healthy this long")
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
 
 
 class PrometheusConfig(StrictModel):

@@ -150,7 +150,8 @@ def resolve_config_paths(
     config: AgentConfig, config_path: Union[str, Path], environ: Optional[Mapping[str, str]] = None
 ) -> AgentConfig:
     """A copy of ``config`` with manifest, cache_dir, state_dir, mqtt.password_file, mqtt.tls files,
-    fleet.public_keys files and fleet.allowed_model_dirs absolute, relative to config.yaml's directory.
+    fleet.public_keys files, fleet.allowed_model_dirs and fleet.download.ca_file absolute, relative to
+    config.yaml's directory.
 
     A bare ``password_file`` name (no '/') is looked up in ``$CREDENTIALS_DIRECTORY`` first
     (systemd ``LoadCredential=``); inline public keys (base64 or PEM text) stay as they are.
@@ -168,6 +169,9 @@ def resolve_config_paths(
     fleet = config.fleet.model_copy(update={
         "public_keys": [k if is_inline_key(k) else absolute(k, base) for k in config.fleet.public_keys],
         "allowed_model_dirs": [absolute(d, base) for d in config.fleet.allowed_model_dirs],
+        "download": config.fleet.download.model_copy(update={
+            "ca_file": None if config.fleet.download.ca_file is None else absolute(config.fleet.download.ca_file, base),
+        }),
     })
     return config.model_copy(update={
         "manifest": absolute(config.manifest, base),

@@ -6,9 +6,9 @@ import glob
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from agent.manifest.models import Manifest
+from agent.manifest.models import CascadeSpec, Manifest
 from agent.manifest.paths import Reference, glob_root, inside, is_device, is_pattern, manifest_references
 from agent.manifest.problems import Problem, format_path
 from agent.manifest.yamlload import FieldPath, YamlDocument
@@ -33,6 +33,9 @@ def check_references(
     for j, p in enumerate(manifest.pipelines):
         if p.model not in names:
             add(("pipelines", j, "model"), f"unknown model {p.model!r} (defined: {', '.join(names)})")
+        for path, stage in _stages(("pipelines", j), p.then):
+            if stage.model not in names:
+                add((*path, "model"), f"unknown model {stage.model!r} (defined: {', '.join(names)})")
 
     usable: Dict[FieldPath, str] = {}
     for ref in manifest_references(manifest):
@@ -57,6 +60,13 @@ def check_references(
                     f"sha256 mismatch for {file}: the manifest expects {expected}, the file has {actual}; "
                     "the file changed or the manifest is out of date")
     return problems
+
+
+def _stages(parent: FieldPath, stages: Sequence[CascadeSpec]) -> Iterator[Tuple[FieldPath, CascadeSpec]]:
+    for k, stage in enumerate(stages):
+        path: FieldPath = (*parent, "then", k)
+        yield path, stage
+        yield from _stages(path, stage.then)
 
 
 def file_sha256(path: str) -> str:

@@ -122,6 +122,7 @@ class Daemon:
         if runtime.failures:
             self.last_error = next(iter(runtime.failures.values()))
         self.store.record_running(self.wiring.loaded, self.origin)
+        self._set_phase("warming up")  # runtime.start() returns once every predictor ran its warm-up shapes
         runtime.start()
         self._announce_states()
         self.fleet.start()
@@ -205,6 +206,7 @@ class Daemon:
             system=self.collector.system_health(),
             spool=SpoolHealth(self.spool.depth(), self.spool.oldest_age_s(), self.spool.dropped),
             mqtt=self.link.stats(),
+            fleet=self.fleet.health(),
         )
 
     def publish_health(self) -> None:

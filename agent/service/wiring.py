@@ -29,7 +29,7 @@ from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.spool import Spool
 from agent.mqtt.state import StatePublisher
 from agent.mqtt.topics import Topics
-from agent.processing.preprocess import calibration_feeds
+from agent.processing.preprocess import calibration_feeds, sample_feed
 from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
 from agent.sources.files import list_images
@@ -93,7 +93,8 @@ class Wiring:
         """``config`` must already be resolved (absolute paths)."""
         device = detect_device()
         cache = EngineCache(paths.cache_dir / "engines")
-        preparer = ModelPreparer(cache, make_backends(paths.cache_dir), device, calibration_feeds, list_images)
+        backends = make_backends(paths.cache_dir, sample_feed)
+        preparer = ModelPreparer(cache, backends, device, calibration_feeds, list_images)
         return cls(config, paths, loaded, device, cache, preparer)
 
     def services(self, env: Optional[Dict[str, str]] = None) -> Services:

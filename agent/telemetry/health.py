@@ -3,7 +3,8 @@
 and docs/mqtt.md and docs/telemetry.md describe these fields.
 
 ``system`` stays the readers' own dict (docs/telemetry.md lists its keys): its shape follows the
-machine (Jetson sysfs, tegrastats, NVML), and every reader already documents and tests it.
+machine (Jetson sysfs, tegrastats, NVML), and every reader already documents and tests it. ``fleet``
+is the fleet controller's (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class HealthDocument:
     system: Dict[str, Any] = field(default_factory=dict)
     spool: SpoolHealth = field(default_factory=lambda: SpoolHealth(0, 0.0, 0))
     mqtt: LinkStats = field(default_factory=lambda: LinkStats(False, 0, 0, "", 0, ""))
+    # The fleet controller's section (``FleetController.health()``, docs/fleet.md): the fleet layer sits
+    # above this one, so its shape is the controller's to define.
+    fleet: Dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> Dict[str, Any]:
         """The JSON body of the health message (``StatePublisher.health`` adds ``schema``)."""

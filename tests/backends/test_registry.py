@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from agent.backends.registry import BACKENDS, make_backends
 from agent.manifest.models import Backend, ModelSpec
+from agent.processing.preprocess import sample_feed
 
 
 def test_the_manifest_accepts_exactly_the_registered_backends() -> None:
@@ -24,6 +25,6 @@ def test_an_unregistered_backend_is_refused_by_the_manifest(tmp_path: Path) -> N
 
 
 def test_make_backends_builds_one_backend_per_row_under_its_key(tmp_path: Path) -> None:
-    backends = make_backends(tmp_path)
+    backends = make_backends(tmp_path, sample_feed)
     assert list(backends) == list(BACKENDS)
     assert all(backend.name == key for key, backend in backends.items())

@@ -20,6 +20,7 @@ import yaml
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import load_config
 from agent.manifest.models import Manifest
+from tests.support.fake_toolkits import fake_cuda_toolkit, fake_pycuda_package, hidden_pycuda
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "deploy" / "install.sh"
@@ -30,9 +31,10 @@ JETPACK_6_1 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, E
 Tree = Dict[str, Tuple[int, bytes]]
 
 
-def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(root: Path, *args: str, check: bool = True,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
     cmd = ["bash", str(INSTALL), "--root", str(root), "--python", sys.executable, *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -57,12 +59,19 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
+@pytest.fixture(autouse=True)
+def no_real_pycuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whether pycuda gets built must not depend on the machine running the tests.
+    monkeypatch.setenv("PYTHONPATH", str(hidden_pycuda(tmp_path / "hidden")))
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     r = tmp_path / "root"
     (r / "etc").mkdir(parents=True)
     (r / "etc" / "nv_tegra_release").write_text(JETPACK_6_1 + "\n")
     (r / "etc" / "hostname").write_text("Orin_NX.lab\n")
+    fake_cuda_toolkit(r / "usr" / "local" / "cuda", "12.6")  # JetPack 6.1's
     return r
 
 
@@ -238,5 +247,51 @@ def test_root_must_be_absolute_and_not_slash(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
 def test_shellcheck_is_clean() -> None:
-    result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["shellcheck", str(INSTALL), str(INSTALL.parent / "build-pycuda.sh")],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_jetson_builds_pycuda_into_the_venv_before_the_agent(root: Path) -> None:
+    out = run(root, "--dry-run").stdout
+    assert "JetPack does not ship it and PyPI has no aarch64 wheel" in out
+    assert f"would build pycuda>=2022.1 from source against CUDA 12.6 at {root}/usr/local/cuda" in out
+    assert "the build takes minutes on a Jetson" in out
+    lines = out.splitlines()
+    build = next(i for i, line in enumerate(lines) if "build-pycuda.sh --install-build-deps" in line)
+    assert lines[build].endswith("--python /opt/edge-agent/venv/bin/python --cuda /usr/local/cuda")
+    pip = next(i for i, line in enumerate(lines) if "venv/bin/pip install" in line)
+    venv = next(i for i, line in enumerate(lines) if "-m venv --system-site-packages" in line)
+    assert venv < build < pip
+
+
+def test_jetson_without_cuda_fails_before_any_change_with_the_fix(root: Path) -> None:
+    shutil.rmtree(root / "usr")
+    result = run(root, check=False)
+    assert result.returncode != 0
+    assert f"no CUDA toolkit at {root}/usr/local/cuda" in result.stderr
+    assert "sudo apt-get install nvidia-jetpack" in result.stderr and "--pycuda skip" in result.stderr
+    assert not (root / "etc" / "edge-agent").exists()
+    # Without TensorRT models the operator can install anyway.
+    out = run(root, "--pycuda", "skip").stdout
+    assert "pycuda: skipped (--pycuda skip)" in out and "build-pycuda.sh" not in out.replace(
+        "until deploy/build-pycuda.sh has run", "")
+
+
+def test_a_working_pycuda_is_kept(root: Path, tmp_path: Path) -> None:
+    shutil.rmtree(root / "usr")  # no toolkit needed when pycuda already imports
+    site = fake_pycuda_package(tmp_path / "site", "2025.1.2", (12, 6, 0))
+    env = dict(os.environ, PYTHONPATH=str(site))
+    out = run(root, env=env).stdout
+    assert "pycuda 2025.1.2, built for CUDA 12.6.0, already works" in out
+
+
+def test_pycuda_elsewhere_only_when_asked(root: Path) -> None:
+    (root / "etc" / "nv_tegra_release").unlink()
+    out = run(root, "--dry-run").stdout
+    assert "pycuda: not built (not a Jetson; --pycuda build builds it against /usr/local/cuda)" in out
+    assert "build-pycuda.sh --install-build-deps" not in out
+    out = run(root, "--dry-run", "--pycuda", "build").stdout
+    assert "build-pycuda.sh --install-build-deps --python /opt/edge-agent/venv/bin/python" in out
+    result = run(root, "--pycuda", "always", check=False)
+    assert result.returncode != 0 and "--pycuda must be auto, build or skip" in result.stderr

@@ -131,3 +131,16 @@ def test_publish_reports_a_broker_acl_refusal(keys: Path, manifest: Path, tmp_pa
             fleet_cli(["publish", "--envelope", str(out), "--device", "dev1", "--port", str(broker.port)])
     finally:
         broker.stop()
+
+
+def test_sign_with_model_url_signs_path_hash_url_and_size(keys: Path, manifest: Path, tmp_path: Path) -> None:
+    params = manifest.parent / "model" / "inference.pdiparams"
+    out = tmp_path / "envelope.json"
+    url = "https://cdn.example.net/m/inference.pdiparams?X-Amz-Signature=abc"
+    assert fleet_cli(["sign", "--key", str(keys / "fleet-ed25519.key"), "--manifest", str(manifest),
+                      "--model-url", f"{params}={url}", "--out", str(out)]) == 0
+    env = parse_envelope(out.read_bytes())
+    assert verify_envelope(env, TrustPolicy(load_public_keys([str(keys / "fleet-ed25519.pub")]))) == env.key_id
+    assert [(m.path, m.url, m.size) for m in env.models] == [("model/inference.pdiparams", url, params.stat().st_size)]
+    with pytest.raises(FleetError, match="expected PATH=URL"):
+        fleet_cli(["sign", "--unsigned", "--manifest", str(manifest), "--model-url", str(params), "--out", "-"])

@@ -275,5 +275,6 @@ def test_model_files_missing_escaping_or_remote(tmp_path: Path, models_dir: Path
         check_model_files(models, models_dir, [models_dir])
     lines = str(info.value).splitlines()
     assert "models[0] model/absent.onnx: not on the device" in lines[0]
-    assert "downloading from https://models.example/remote.onnx is not supported yet" in lines[1]
+    # check_model_files alone never downloads: the controller fetches first (tests/fleet/test_artifacts*.py)
+    assert "models[1] model/remote.onnx: not on the device" in lines[1]
     assert "models[2] ../secret.bin: path escapes the allowed model directories" in lines[2]

@@ -28,7 +28,7 @@ def _missing() -> Optional[str]:
     try:
         import pycuda.driver as cuda
     except ImportError:
-        return "needs pycuda (pip install 'jetson-edge-agent[tensorrt]')"
+        return "needs pycuda built for this device's CUDA (deploy/build-pycuda.sh)"
     try:
         cuda.init()
         if cuda.Device.count() < 1:

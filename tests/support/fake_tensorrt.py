@@ -11,7 +11,8 @@ runtime code and assert the calls that matter, and it simulates releases by
 - ``build_serialized_network`` drives the calibrator protocol like TensorRT (read the
   cache, pull batches from device pointers, write the cache) and the progress monitor;
 - engines run the embedded ONNX model with ONNX Runtime on the FAKE GPU memory of
-  ``tests/support/fake_pycuda.py``, queued on the stream like real async work.
+  ``tests/support/fake_pycuda.py``, queued on the stream like real async work; on a real
+  GPU, ``tests/support/cuda_memory.py`` gives them real device memory instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import base64
 import enum
 import json
 import types
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -52,6 +53,18 @@ def _enum(name: str, members: Sequence[str]) -> Any:
 def _version_tuple(text: str) -> Tuple[int, int]:
     major, minor = (int(p) for p in text.split(".")[:2])
     return major, minor
+
+
+class DeviceMemory(Protocol):
+    """What the fake engines and calibrator need from GPU memory: FakeGpu, or real memory via pycuda."""
+
+    def require_context(self, what: str) -> None: ...
+
+    def read(self, address: int, shape: Sequence[int], dtype: Any) -> np.ndarray: ...
+
+    def write(self, address: int, array: np.ndarray) -> None: ...
+
+    def enqueue(self, handle: int, work: Callable[[], None]) -> None: ...
 
 
 class _Versioned:
@@ -578,13 +591,13 @@ class FakeRuntime:
 class FakeTensorRT(types.ModuleType):
     """``FakeTensorRT("10.3.0", gpu=FakeGpu(), dla_cores=2)`` stands in for ``import tensorrt``."""
 
-    def __init__(self, version: str = "10.3.0", gpu: Optional[FakeGpu] = None, dla_cores: int = 0,
+    def __init__(self, version: str = "10.3.0", gpu: Optional[DeviceMemory] = None, dla_cores: int = 0,
                  parser_rejects: Sequence[str] = (), dla_rejects: Sequence[str] = (), fail_build: bool = False) -> None:
         super().__init__("tensorrt")
         self.__version__ = version
         self.version_tuple = _version_tuple(version)
         self.major = self.version_tuple[0]
-        self.gpu = gpu or FakeGpu()
+        self.gpu: DeviceMemory = gpu or FakeGpu()
         self.dla_cores = dla_cores
         self.parser_rejects = frozenset(parser_rejects)
         self.dla_rejects = frozenset(dla_rejects)

@@ -28,8 +28,10 @@ def _weights(seed: int) -> List[onnx.TensorProto]:
     ]
 
 
-def classifier(path: Path, batch: Optional[int] = None, qdq: bool = False, seed: int = 0) -> Path:
+def classifier(path: Path, batch: Optional[int] = None, qdq: bool = False, seed: int = 0, size: int = SIZE) -> Path:
     """Conv -> Relu -> GlobalAveragePool -> Flatten -> MatMul -> Add -> Softmax; batch None = dynamic.
+
+    ``size`` is the input's height and width; large sizes make buffers visible in device memory.
 
     ``qdq`` puts a QuantizeLinear/DequantizeLinear pair on the input: a pre-quantized
     (explicit-quantization) model that TensorRT builds in int8 without calibration.
@@ -55,7 +57,7 @@ def classifier(path: Path, batch: Optional[int] = None, qdq: bool = False, seed:
     dim = batch if batch is not None else "batch"
     graph = helper.make_graph(
         nodes, "classifier",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [dim, CHANNELS, SIZE, SIZE])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [dim, CHANNELS, size, size])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [dim, CLASSES])],
         inits,
     )
@@ -84,5 +86,5 @@ def half_model(path: Path) -> Path:
     return path
 
 
-def sample(batch: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 1, (batch, CHANNELS, SIZE, SIZE)).astype(np.float32)
+def sample(batch: int, seed: int = 1, size: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (batch, CHANNELS, size, size)).astype(np.float32)

@@ -219,7 +219,8 @@ def test_a_busy_port_is_a_config_error() -> None:
 
 def test_the_document_is_the_health_payload(tmp_path: Path) -> None:
     body: Dict[str, Any] = document(tmp_path).as_dict()
-    assert set(body) == {"device_id", "ts", "agent", "manifest", "models", "pipelines", "system", "spool", "mqtt"}
+    assert set(body) == {"device_id", "ts", "agent", "manifest", "models", "pipelines", "system", "spool", "mqtt",
+                         "fleet"}
     assert body["agent"] == {"version": "0.1.0", "uptime_s": 3.0, "phase": "running", "last_error": None,
                              "progress": None}
     assert body["models"]["broken"] == {"state": "failed", "last_error": "no such file"}

@@ -84,8 +84,9 @@ class CudaDevice:
             import pycuda.driver as driver
         except ImportError as exc:
             raise CapabilityError(
-                f"backend: tensorrt needs pycuda for its GPU buffers ({exc}): "
-                "pip install 'jetson-edge-agent[tensorrt]' on the device (it compiles against the JetPack CUDA)"
+                f"backend: tensorrt needs pycuda for its GPU buffers ({exc}). JetPack does not ship it and PyPI "
+                "has no aarch64 wheel: build it against the device's CUDA with deploy/build-pycuda.sh --python "
+                "<the agent's venv python> (deploy/install.sh does this on a Jetson; it takes minutes)"
             ) from None
         try:
             return cls(driver, device_id)

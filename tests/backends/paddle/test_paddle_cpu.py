@@ -265,3 +265,35 @@ def test_the_preparers_calibration_feeds_use_the_shared_preprocessing(paddle_mod
         update={"images": str(tmp_path / "none*.png")})})
     with pytest.raises(BuildError, match="matched no images"):
         list(calibration_feeds_for(empty, calibration_feeds, list_images)(inputs))
+
+
+
+def test_warm_up_gives_a_short_model_blocktime_0_in_its_own_thread_only(paddle_models, tmp_path, monkeypatch):
+    import ctypes
+    import os
+    import threading
+
+    from agent.backends.paddle.openmp import blocktime_for, set_thread_blocktime
+
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    predictor = _build_load(PaddleBackend(), paddle_models["classifier"], tmp_path)
+    omp = ctypes.CDLL("libiomp5.so", mode=os.RTLD_NOLOAD)
+    seen: Dict[str, int] = {}
+
+    def short_model() -> None:
+        predictor.warm_up({"x": random_images((1, 3, 24, 40), 1)[0]})
+        seen["short"] = omp.kmp_get_blocktime()
+
+    def long_model() -> None:
+        # a new thread can inherit an ended one's setting, so a long model sets the default back
+        assert set_thread_blocktime(blocktime_for(200.0) or 0)
+        seen["long"] = omp.kmp_get_blocktime()
+
+    for target in (short_model, long_model):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(60)
+    assert seen == {"short": 0, "long": 200}  # the tiny test model's inference takes well under 10 ms
+    assert omp.kmp_get_blocktime() == 200  # this thread kept Intel OpenMP's default
+    monkeypatch.setenv("KMP_BLOCKTIME", "50")
+    assert blocktime_for(0.1) is None  # the operator's setting wins

@@ -1,4 +1,7 @@
-"""The TensorRT backend assembled from FAKE TensorRT + FAKE pycuda (no GPU here), real ONNX models."""
+"""The TensorRT backend assembled from FAKE TensorRT + FAKE pycuda (no GPU here), real ONNX models.
+
+tests/gpu/ assembles the same rig with the real pycuda and real device memory instead.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from agent.engines.contract import CalibrationFeeds, TensorInfo
 from agent.manifest.models import ModelSpec
 from agent.progress import Progress, ProgressTimer
 from tests.support.fake_pycuda import FakeGpu, make_fake_pycuda
-from tests.support.fake_tensorrt import FakeTensorRT
+from tests.support.fake_tensorrt import DeviceMemory, FakeTensorRT
 from tests.support.tensorrt_models import classifier
 
 DYNAMIC_INPUT = {"name": "x", "min": [1, 3, 8, 8], "opt": [2, 3, 8, 8], "max": [4, 3, 8, 8]}
@@ -35,14 +38,19 @@ def random_feeds(spec: ModelSpec) -> CalibrationFeeds:
 
 
 class Rig:
-    """One fake device: the FAKE modules, the backend on them, and the progress it reported."""
+    """One fake device: the FAKE modules, the backend on them, and the progress it reported.
 
-    def __init__(self, tmp_path: Path, version: str = "10.3.0", **fake: Any) -> None:
+    ``device`` and ``memory`` replace the FAKE pycuda with a real ``CudaDevice`` and the FAKE
+    engines' memory with that device's (tests/support/cuda_memory.py).
+    """
+
+    def __init__(self, tmp_path: Path, version: str = "10.3.0", device: Optional[CudaDevice] = None,
+                 memory: Optional[DeviceMemory] = None, **fake: Any) -> None:
         self.tmp_path = tmp_path
         self.gpu = FakeGpu()
-        self.trt = FakeTensorRT(version, gpu=self.gpu, **fake)
+        self.trt = FakeTensorRT(version, gpu=memory or self.gpu, **fake)
         self.api = TrtApi(self.trt)
-        self.device = CudaDevice(make_fake_pycuda(self.gpu))
+        self.device = device or CudaDevice(make_fake_pycuda(self.gpu))
         self.progress: List[Progress] = []
         self.backend = TensorRTBackend(timing_cache_dir=tmp_path / "timing", api=self.api, device=self.device)
         self.feeds: Callable[[ModelSpec], CalibrationFeeds] = random_feeds  # what the preparer would hand over
