@@ -12,8 +12,8 @@ from typing import Any, Dict, List
 import pytest
 
 from agent.engines.cache import CACHE_SCHEMA, META, CacheEntry, EngineCache
-from agent.engines.hashing import sha256_file
 from agent.errors import CacheError
+from agent.hashing import sha256_file
 
 FIELDS: Dict[str, Any] = {"precision": "fp16", "target": "gpu", "device": {"kind": "cpu"}}
 
