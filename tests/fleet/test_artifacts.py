@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 import pytest
 
 from agent.errors import FleetError
-from agent.fleet.artifacts import ArtifactFetcher, ArtifactRegistry, RateLimiter, full_jitter, mask_url, part_path
+from agent.fleet.artifacts import ArtifactFetcher, ArtifactRegistry, RateLimiter, mask_url, part_path
 from agent.fleet.envelope import ModelFile
 from agent.manifest.config import DownloadConfig
 from tests.mqtt.helpers import wait_until, write_pki
@@ -257,13 +257,6 @@ def test_mask_url() -> None:
     assert mask_url("https://h/x?X-Amz-Credential=k&X-Amz-Signature=s") == \
         "https://h/x?X-Amz-Credential=***&X-Amz-Signature=***"
     assert mask_url("http://u@h/x") == "http://u@h/x"
-
-
-def test_full_jitter_spreads_within_the_exponential_cap() -> None:
-    assert full_jitter(0, 1.0, 60.0, rng=lambda: 0.999) < 1.0
-    assert full_jitter(3, 1.0, 60.0, rng=lambda: 0.5) == 4.0
-    assert full_jitter(20, 1.0, 60.0, rng=lambda: 1.0) == 60.0
-    assert full_jitter(5, 1.0, 60.0, rng=lambda: 0.0) == 0.0
 
 
 def test_rate_limiter_paces_all_transfers_together() -> None:

@@ -1,0 +1,96 @@
+"""``fleet rollout`` and ``fleet status`` against the fleet SIMULATOR (agent/fleet/simulator.py) on a
+real Mosquitto: a smaller count than the benchmark's 1,000 (docs/benchmarks.md), same code paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from agent.fleet.envelope import parse_envelope
+from agent.fleet.rollout import plan_waves
+from agent.fleet.simulator import FleetSimulator, SimOptions
+from tests.fleet.helpers import Signer
+from tests.fleet.test_cli import fleet_cli
+from tests.mqtt.helpers import first_message
+from tests.support.broker import Broker
+
+DEVICES = 60
+
+
+@pytest.fixture
+def sim(mqtt_broker: Broker) -> Iterator[FleetSimulator]:
+    simulator = FleetSimulator("127.0.0.1", mqtt_broker.port,
+                               SimOptions(devices=DEVICES, groups=("sim",), delay_s=(0.05, 0.2),
+                                          results_interval_s=0.3, health_interval_s=0.5)).start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+def envelope_file(tmp_path: Path, signer: Signer, version: int, extra: str = "") -> Path:
+    text = f"version: {version}\nmodels: []\npipelines: []\n{extra}"
+    path = tmp_path / f"v{version}.json"
+    path.write_bytes(signer.envelope(text, version, target="group:sim"))
+    return path
+
+
+def rollout(broker: Broker, envelope: Path, journal: Path, *extra: str) -> int:
+    return fleet_cli(["rollout", "--envelope", str(envelope), "--group", "sim", "--port", str(broker.port),
+                      "--journal", str(journal), "--soak-s", "0.8", "--timeout-s", "20", *extra])
+
+
+def test_plan_waves() -> None:
+    ids = [f"d{i:02d}" for i in range(10)]
+    assert plan_waves(ids, 1, (25, 50, 100)) == [["d00"], ids[1:3], ids[3:5], ids[5:]]
+    assert plan_waves(ids, 0, (100,)) == [ids]
+    assert plan_waves(ids[:2], 3, (50, 100)) == [ids[:2]]
+
+
+def test_a_good_update_reaches_every_simulated_device_in_waves(tmp_path: Path, mqtt_broker: Broker,
+                                                              sim: FleetSimulator,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    signer = Signer()
+    env = envelope_file(tmp_path, signer, 2)
+    assert rollout(mqtt_broker, env, tmp_path / "j.json", "--canary", "2", "--waves", "25,100", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [w["devices"] for w in out["waves"]] == [2, 13, 45]
+    assert {d["outcome"] for d in out["devices"]} == {"applied"} and len(out["devices"]) == DEVICES
+    assert all(d.applied[0] == 2 for d in sim.devices.values())
+    retained = first_message(mqtt_broker.port, "edge/group/sim/manifest/desired")
+    assert retained is not None and parse_envelope(retained.payload).version == 2
+
+    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--json", "--wait", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == DEVICES and all(r["online"] and r["applied"] == 2 for r in rows)
+    assert all(r["last_attempt"]["status"] == "applied" and r["fps"] == 10.0 for r in rows)
+
+
+def test_a_bad_update_stops_at_the_canary(tmp_path: Path, mqtt_broker: Broker, sim: FleetSimulator,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    env = envelope_file(tmp_path, Signer(), 2, "# simulator: rolled_back\n")
+    assert rollout(mqtt_broker, env, tmp_path / "j.json", "--canary", "1", "--json") == 1
+    out = json.loads(capsys.readouterr().out)
+    outcomes = {d["device"]: d["outcome"] for d in out["devices"]}
+    canary = sorted(sim.devices)[0]
+    assert outcomes.pop(canary) == "rolled_back"
+    assert set(outcomes.values()) == {"not_reached"}
+    assert sim.stats.envelopes == 1  # only the canary's topic got it
+    assert first_message(mqtt_broker.port, "edge/group/sim/manifest/desired", timeout=1.0) is None
+
+
+def test_failures_within_max_failures_continue(tmp_path: Path, mqtt_broker: Broker) -> None:
+    sim = FleetSimulator("127.0.0.1", mqtt_broker.port,
+                         SimOptions(devices=20, delay_s=(0.02, 0.05), rollback_rate=0.1, seed=3,
+                                    results_interval_s=0.3)).start()
+    try:
+        env = envelope_file(tmp_path, Signer(), 2)
+        code = rollout(mqtt_broker, env, tmp_path / "j.json", "--canary", "0", "--waves", "100",
+                       "--max-failures", "20")
+        failed: List[str] = [d for d, s in sim.devices.items() if s.applied[0] != 2]
+    finally:
+        sim.stop()
+    assert failed and code == 1  # it ran to the end, and says not everyone applied
