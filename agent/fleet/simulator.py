@@ -51,6 +51,7 @@ class SimOptions:
     health_interval_s: float = 10.0
     results_interval_s: float = 2.0
     initial_version: int = 1
+    fail_devices: Tuple[str, ...] = ()  # these roll back every update
     seed: int = 0
 
 
@@ -172,9 +173,11 @@ class FleetSimulator:
         if nxt is not None:
             self._later(lambda: self._step(dev, env, topic, nxt, steps))
             return
-        self._later(lambda: self._finish(dev, env, topic, *self._verdict(env), steps))
+        self._later(lambda: self._finish(dev, env, topic, *self._verdict(dev, env), steps))
 
-    def _verdict(self, env: Envelope) -> Tuple[str, str]:
+    def _verdict(self, dev: SimDevice, env: Envelope) -> Tuple[str, str]:
+        if dev.device_id in self.options.fail_devices:
+            return "rolled_back", "build failed: simulated failure (fail_devices)"
         if MARKER + "rolled_back" in env.manifest:
             return "rolled_back", "build failed: simulated failure (the manifest asks for it)"
         if MARKER + "rejected" in env.manifest:

@@ -10,11 +10,13 @@ from typing import Iterator, List
 import pytest
 
 from agent.fleet.envelope import parse_envelope
+from agent.fleet.keys import private_pem
+from agent.fleet.publish import BrokerTarget, publish_retained
 from agent.fleet.rollout import plan_waves
 from agent.fleet.simulator import FleetSimulator, SimOptions
 from tests.fleet.helpers import Signer
 from tests.fleet.test_cli import fleet_cli
-from tests.mqtt.helpers import first_message
+from tests.mqtt.helpers import first_message, wait_until
 from tests.support.broker import Broker
 
 DEVICES = 60
@@ -94,3 +96,32 @@ def test_failures_within_max_failures_continue(tmp_path: Path, mqtt_broker: Brok
     finally:
         sim.stop()
     assert failed and code == 1  # it ran to the end, and says not everyone applied
+
+
+def test_an_abort_rolls_back_the_devices_that_applied(tmp_path: Path, mqtt_broker: Broker,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    signer = Signer()
+    key = tmp_path / "fleet.key"
+    key.write_bytes(private_pem(signer.key))
+    # The group's current manifest, retained on its topic before the devices come up: they all run it.
+    v1 = envelope_file(tmp_path, signer, 1)
+    publish_retained(v1.read_bytes(), "edge/group/sim/manifest/desired", BrokerTarget(port=mqtt_broker.port))
+    sim = FleetSimulator("127.0.0.1", mqtt_broker.port,
+                         SimOptions(devices=10, delay_s=(0.02, 0.05), initial_version=0, results_interval_s=0.3,
+                                    fail_devices=("sim-00003",))).start()
+    try:
+        assert wait_until(lambda: all(d.applied[0] == 1 for i, d in sim.devices.items() if i != "sim-00003"), 10)
+        env = envelope_file(tmp_path, signer, 2)
+        assert rollout(mqtt_broker, env, tmp_path / "j.json", "--canary", "1", "--waves", "50,100",
+                       "--rollback-on-abort", "--key", str(key), "--json") == 1
+        out = json.loads(capsys.readouterr().out)
+        versions = {d: s.applied[0] for d, s in sim.devices.items()}
+    finally:
+        sim.stop()
+    rows = {d["device"]: d for d in out["devices"]}
+    assert rows["sim-00003"]["outcome"] == "rolled_back"
+    restored = sorted(d for d, r in rows.items() if r["restored"] == "restored:applied")
+    assert restored == ["sim-00000", "sim-00001", "sim-00002", "sim-00004"]
+    # v1's manifest again, signed as v3 so it is newer than v2; the last wave's others never got v2
+    # (sim-00003, in the second wave, fails every update, v1 included).
+    assert [versions[d] for d in sorted(versions)] == [3, 3, 3, 0, 3, 1, 1, 1, 1, 1]
