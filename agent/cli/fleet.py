@@ -219,17 +219,19 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         code = rollout.run()
     if args.json:
         print(json.dumps({"exit": code, "waves": [{"devices": len(w.devices), "wall_s": round(w.wall_s, 2)}
-                                                  for w in rollout.waves], "devices": rollout.rows()}, indent=1))
+                                                  for w in rollout.waves],
+                          "messages": {"received": view.messages, "published": rollout.published},
+                          "devices": rollout.rows()}, indent=1))
     return code
 
 
 def settle(view: FleetView, wait_s: float, quiet_s: float = 0.5) -> None:
-    """Listen ``wait_s``, and on until no message came for ``quiet_s`` (retained state is all in), at most
-    twice as long."""
+    """Listen ``wait_s``, and on until no retained message came for ``quiet_s`` (the stored state is all in),
+    at most twice as long."""
     start = time.monotonic()
     while True:
         elapsed = time.monotonic() - start
-        if elapsed >= 2 * wait_s or (elapsed >= wait_s and view.idle_s() >= quiet_s):
+        if elapsed >= 2 * wait_s or (elapsed >= wait_s and view.retained_idle_s() >= quiet_s):
             return
         time.sleep(0.05)
 

@@ -98,11 +98,16 @@ class OperatorClient:
             raise PublishError(f"the broker refused the publish to {topic}: {rc}; check the broker ACL "
                                "for this user (it needs write access to the desired topic)")
 
-    def subscribe(self, filters: Sequence[str]) -> None:
-        """Subscribe at QoS 1 and wait for the SUBACK (so retained messages are on their way)."""
+    def subscribe(self, filters: Sequence[str], qos: int = 0) -> None:
+        """Subscribe and wait for the SUBACK (so retained messages are on their way).
+
+        QoS 0 by default: subscribing to a fleet's state brings a burst of retained messages (four per
+        device), and brokers cap the QoS 1 messages they queue per client (Mosquitto's max_queued_messages,
+        1000 by default) and drop the rest. The state is retained, so nothing is lost that a re-read
+        would not bring back."""
         if not filters:
             return
-        rc, mid = self._client.subscribe([(f, 1) for f in filters])
+        rc, mid = self._client.subscribe([(f, qos) for f in filters])
         if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise PublishError(f"cannot subscribe to {filters[0]}: {mqtt.error_string(rc)}")
         with self._acked:

@@ -138,6 +138,7 @@ class Rollout:
         self.sleep = sleep
         self.waves: List[WaveReport] = []
         self.outcomes: Dict[str, Dict[str, str]] = {}
+        self.published = 0  # messages this rollout published
 
     # the whole rollout ----------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -167,7 +168,7 @@ class Rollout:
                 self._roll_back()
             self._table()
             return 1
-        self.client.publish(self.view.group_topic(self.options.group), self.payload)
+        self._publish(self.view.group_topic(self.options.group), self.payload)
         self._say(f"published version {self.envelope.version} retained to {self.view.group_topic(self.options.group)}")
         self.journal.state = "done"
         self.journal.save()
@@ -208,7 +209,7 @@ class Rollout:
                 continue
             # Published by an earlier run of this rollout, or already running it: wait (and soak) only.
             if device_id not in self.journal.published and self._dev(device_id).applied != (version, sha):
-                self.client.publish(self.view.desired_topic(device_id), self.payload)
+                self._publish(self.view.desired_topic(device_id), self.payload)
                 self.journal.published[device_id] = time.time()
             pending.append(device_id)
         self.journal.save()
@@ -272,7 +273,7 @@ class Rollout:
                    if d in self.journal.published and self._dev(d).applied == running]
         restored = parse_envelope(payload)
         for device_id in applied:
-            self.client.publish(self.view.desired_topic(device_id), payload)
+            self._publish(self.view.desired_topic(device_id), payload)
         deadline = self.clock() + self.options.timeout_s
         while self.clock() < deadline and any(self._dev(d).outcome(version, restored.sha256) is None for d in applied):
             self.sleep(POLL_S)
@@ -284,6 +285,10 @@ class Rollout:
             self.outcomes[device_id] = {"status": f"restored:{state}", "reason": ""}
 
     # helpers -----------------------------------------------------------------------------------------------------
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload)
+        self.published += 1
+
     def _dev(self, device_id: str) -> DeviceView:
         return self.view.device(device_id) or DeviceView(device_id)
 

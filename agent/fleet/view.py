@@ -106,7 +106,7 @@ class FleetView:
         self._devices: Dict[str, DeviceView] = {}
         self._group_envelopes: Dict[str, bytes] = {}
         self._messages = 0
-        self._last_message = clock()
+        self._last_retained = clock()
 
     def filters(self) -> List[str]:
         """What to subscribe to for the fleet's state (health is live only: it says who is alive now)."""
@@ -125,9 +125,10 @@ class FleetView:
     def messages(self) -> int:
         return self._messages
 
-    def idle_s(self) -> float:
-        """Seconds since the last message arrived: retained state has been delivered once this grows."""
-        return self.clock() - self._last_message
+    def retained_idle_s(self) -> float:
+        """Seconds since the last retained message arrived: the broker has sent the stored state once this
+        grows (live health and results keep coming, so they do not count)."""
+        return self.clock() - self._last_retained
 
     def handle(self, topic: str, payload: bytes, retained: bool) -> None:
         if not topic.startswith(self.prefix + "/"):
@@ -143,7 +144,8 @@ class FleetView:
         now = self.clock()
         with self._lock:
             self._messages += 1
-            self._last_message = now
+            if retained:
+                self._last_retained = now
             dev = self._devices.get(device_id)
             if dev is None:
                 dev = self._devices[device_id] = DeviceView(device_id)
