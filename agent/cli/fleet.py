@@ -20,9 +20,9 @@ from agent.fleet.keys import generate_private_key, key_id, load_private_key, pri
 from agent.fleet.publish import BrokerTarget, OperatorClient, publish_retained
 from agent.fleet.rollout import Journal, Rollout, RolloutOptions, resign_with
 from agent.fleet.view import FleetView
+from agent.hashing import sha256_file
 from agent.manifest.config import DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN
 from agent.manifest.problems import InvalidConfigError
-from agent.manifest.references import file_sha256
 from agent.manifest.yamlload import parse_yaml
 from agent.mqtt.credentials import read_password
 from agent.mqtt.topics import Topics
@@ -277,7 +277,7 @@ def _model_file(path: Path, manifest_dir: Path) -> ModelFile:
         raise FleetError(f"--model-sha {path}: not under the manifest's directory {manifest_dir}; lay the files out "
                          "as on the device (relative to its first fleet.allowed_model_dirs entry)")
     try:
-        digest = file_sha256(str(path))
+        digest = sha256_file(path)
     except OSError as exc:
         raise FleetError(f"--model-sha {path}: cannot read it ({exc.strerror or exc})") from None
     return ModelFile(path=Path(rel).as_posix(), sha256=digest)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -132,6 +132,15 @@ class PreprocessSpec(StrictModel):
     input: Optional[str] = Field(None, description="input tensor name; default: the first input")
     # Extra inputs some detectors need (PaddleDetection: im_shape, scale_factor).
     extra_inputs: Dict[str, Literal["im_shape", "scale_factor"]] = Field(default_factory=dict)
+    # PP-OCR's size rules for inputs with dynamic height and width (agent/processing/geometry.py);
+    # null: the default of the model's postprocess.type (text_detection: limit_side, text_recognition:
+    # text_line), else none. Only used when ``resize`` is not given.
+    resize_rule: Optional[Literal["limit_side", "text_line"]] = None
+    limit_side_len: int = Field(960, ge=1, le=16384, description="limit_side: the side length limit")
+    limit_type: Literal["max", "min"] = "max"
+    size_multiple: int = Field(32, ge=1, le=1024, description="limit_side: sides rounded to a multiple of this")
+    line_min_width: int = Field(320, ge=1, le=65536, description="text_line: narrowest input")
+    line_max_width: int = Field(3200, ge=1, le=65536, description="text_line: widest input")
 
     @field_validator("resize")
     @classmethod
@@ -147,11 +156,19 @@ class PreprocessSpec(StrictModel):
                 raise ValueError(f"{label}: give 1 value, or 3 (one per channel) (got {len(values)})")
         if any(s == 0 for s in self.std):
             raise ValueError(f"std: values must not be 0, the input is divided by them (got {self.std})")
+        if self.line_min_width > self.line_max_width:
+            raise ValueError(f"line_min_width: must not exceed line_max_width ({self.line_min_width} > "
+                             f"{self.line_max_width})")
         return self
 
 
+PostprocessType = Literal["classification", "detection", "segmentation", "text_detection", "text_recognition", "raw"]
+# The resize rule a post-processing type implies when the manifest gives neither resize nor resize_rule.
+DEFAULT_RESIZE_RULES: Dict[str, str] = {"text_detection": "limit_side", "text_recognition": "text_line"}
+
+
 class PostprocessSpec(StrictModel):
-    type: Literal["classification", "detection", "segmentation", "raw"] = "raw"
+    type: PostprocessType = "raw"
     output: Optional[str] = Field(None, description="output tensor name; default: the first output")
     labels: List[str] = Field(default_factory=list)
     labels_file: Optional[str] = Field(None, min_length=1, max_length=PATH_MAX, description="one label per line")
@@ -161,7 +178,13 @@ class PostprocessSpec(StrictModel):
     nms_iou: Optional[float] = Field(0.45, ge=0.0, le=1.0, description="null when the model does NMS")
     box_format: Literal["xyxy", "cxcywh", "paddle"] = "xyxy"
     normalized_boxes: bool = False
-    max_detections: int = Field(100, ge=1, le=10000)
+    max_detections: Optional[int] = Field(None, ge=1, le=10000,
+                                          description="null: 100 for detection, 1000 for text_detection")
+    # text_detection (PP-OCR's DB head)
+    mask_threshold: float = Field(0.3, ge=0.0, le=1.0, description="probability that makes a pixel text")
+    unclip_ratio: float = Field(1.5, ge=0.0, le=10.0, description="how far a text region is grown")
+    min_size: float = Field(3.0, ge=0.0, le=10000.0, description="shortest side of a region kept, input pixels")
+    dilate: bool = False
     max_values: int = Field(64, ge=0, le=1 << 20, description="raw: include values up to this many elements")
 
     @model_validator(mode="after")
@@ -198,6 +221,26 @@ class ModelSpec(StrictModel):
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
     batching: Optional[BatchingSpec] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_resize_rule(cls, data: Any) -> Any:
+        """A text model without ``preprocess.resize`` gets PP-OCR's size rule for its type."""
+        if not isinstance(data, dict):
+            return data
+        post = data.get("postprocess")
+        kind = post.get("type") if isinstance(post, dict) else getattr(post, "type", None)
+        rule = DEFAULT_RESIZE_RULES.get(kind) if isinstance(kind, str) else None
+        pre = data.get("preprocess")
+        if rule is None:
+            return data
+        if pre is None:
+            return {**data, "preprocess": {"resize_rule": rule}}
+        if isinstance(pre, dict) and pre.get("resize") is None and pre.get("resize_rule") is None:
+            return {**data, "preprocess": {**pre, "resize_rule": rule}}
+        if isinstance(pre, PreprocessSpec) and pre.resize is None and pre.resize_rule is None:
+            return {**data, "preprocess": pre.model_copy(update={"resize_rule": rule})}
+        return data
 
     @field_validator("target")
     @classmethod
@@ -306,6 +349,24 @@ class PublishSpec(StrictModel):
     include_empty: bool = True
 
 
+class CascadeSpec(StrictModel):
+    """A model run on every region its parent stage found (DeepStream's secondary inference)."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    labels: List[str] = Field(default_factory=list, description="only regions with one of these labels")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="only regions scoring at least this")
+    max_regions: int = Field(64, ge=1, le=4096, description="regions per frame, best first")
+    # A direction classifier: its crop goes to the stages below turned 180 degrees when its top
+    # class label is ``rotate_label`` with at least ``rotate_score``.
+    rotate_label: Optional[str] = Field(None, min_length=1, max_length=256)
+    rotate_score: float = Field(0.9, ge=0.0, le=1.0)
+    then: List[CascadeSpec] = Field(default_factory=list, max_length=16)
+
+    def models(self) -> List[str]:
+        """This stage's model and those of every stage below it."""
+        return [self.model] + [m for child in self.then for m in child.models()]
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     source: str = Field(min_length=1, max_length=4096)
@@ -315,6 +376,11 @@ class PipelineSpec(StrictModel):
     publish: PublishSpec = Field(default_factory=PublishSpec)
     batch: int = Field(1, ge=1, le=64)
     batch_wait_ms: float = Field(5.0, ge=0, le=10000)
+    then: List[CascadeSpec] = Field(default_factory=list, max_length=16,
+                                    description="models run on each region the pipeline's model found")
+
+    def cascade_models(self) -> List[str]:
+        return [m for stage in self.then for m in stage.models()]
 
 
 class Manifest(StrictModel):

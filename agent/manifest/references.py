@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from agent.manifest.models import Manifest
+from agent.hashing import sha256_file
+from agent.manifest.models import CascadeSpec, Manifest
 from agent.manifest.paths import Reference, glob_root, inside, is_device, is_pattern, manifest_references
 from agent.manifest.problems import Problem, format_path
 from agent.manifest.yamlload import FieldPath, YamlDocument
-
-_CHUNK = 1 << 20
 
 
 def check_references(
@@ -33,6 +31,9 @@ def check_references(
     for j, p in enumerate(manifest.pipelines):
         if p.model not in names:
             add(("pipelines", j, "model"), f"unknown model {p.model!r} (defined: {', '.join(names)})")
+        for path, stage in _stages(("pipelines", j), p.then):
+            if stage.model not in names:
+                add((*path, "model"), f"unknown model {stage.model!r} (defined: {', '.join(names)})")
 
     usable: Dict[FieldPath, str] = {}
     for ref in manifest_references(manifest):
@@ -48,7 +49,7 @@ def check_references(
             if file is None:
                 continue  # already reported as missing or outside the allowed directories
             try:
-                actual = file_sha256(file)
+                actual = sha256_file(file)
             except OSError as e:
                 add(("models", i, key), f"cannot read {file}: {e.strerror or e}")
                 continue
@@ -59,12 +60,11 @@ def check_references(
     return problems
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _stages(parent: FieldPath, stages: Sequence[CascadeSpec]) -> Iterator[Tuple[FieldPath, CascadeSpec]]:
+    for k, stage in enumerate(stages):
+        path: FieldPath = (*parent, "then", k)
+        yield path, stage
+        yield from _stages(path, stage.then)
 
 
 def _check_path(ref: Reference, base_dir: Path, allowed_dirs: Optional[Sequence[Path]]) -> Optional[str]:

@@ -11,6 +11,13 @@ At most ``window`` results are in flight, and never more than the broker's
 Receive Maximum minus ``STATE_HEADROOM``. A result the broker refuses for good
 (MQTT v5 reason code, e.g. not authorized) is removed and counted in
 ``rejected``; one refused for now (quota exceeded) is sent again after ``retry_s``.
+
+Cost per result: ``publish_many`` spools a pass of the post thread in one transaction and hands
+the stored messages to the drain thread in memory, so while the drain keeps up it never reads
+the spool back; only after an outage (or when it fell behind) does it read the backlog from disk,
+in order. Acknowledged results are deleted in batches (``ack_batch`` of them, or after
+``ack_delay_s``, or when nothing is in flight): a crash in between sends those few again, which
+at-least-once delivery allows.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping
+from typing import Any, Deque, Dict, List, Mapping, Sequence
 
 from agent.logs import event
 from agent.mqtt.link import ACKED, REFUSED, REJECTED, MessageProps, MqttLink, PublishTicket
@@ -32,6 +40,8 @@ log = logging.getLogger(__name__)
 RESULT_PROPS = MessageProps(schema=RESULT_SCHEMA, content_type="application/json")
 # QoS>0 slots below the broker's Receive Maximum left for status, manifest reported and events
 STATE_HEADROOM = 4
+# spooled messages kept in memory for the drain; beyond that it reads them back from the spool
+FRESH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -56,10 +66,12 @@ class ResultPublisher:
     """``publish()`` from any pipeline thread; one drain thread owns everything sent to the link."""
 
     def __init__(self, spool: Spool, link: MqttLink, *, window: int = 100, poll_s: float = 1.0,
-                 retry_s: float = 1.0) -> None:
+                 retry_s: float = 1.0, ack_batch: int = 256, ack_delay_s: float = 0.05) -> None:
         self.spool = spool
         self.link = link
         self.window = window
+        self.ack_batch = ack_batch
+        self.ack_delay_s = ack_delay_s
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._retry_at = 0.0
@@ -70,7 +82,12 @@ class ResultPublisher:
         self._sent: Dict[int, _Sent] = {}
         self._resend: List[SpooledMessage] = []
         self._acked: List[int] = []  # acknowledged by the broker, not yet deleted from the spool
+        self._acked_since = 0.0  # when the oldest of them was acknowledged
         self._cursor = 0
+        self._clean_epoch = 0  # every message in _sent was published on this connection
+        # filled by publishers and paho's thread, emptied by the drain (deque appends are thread-safe)
+        self._fresh: Deque[SpooledMessage] = deque(maxlen=FRESH_MAX)
+        self._done: Deque[int] = deque()
         # counters: written by the drain thread, read by stats()
         self._published = 0
         self._rejected = 0
@@ -84,12 +101,22 @@ class ResultPublisher:
         """Spool one result (committed before this returns) and wake the drain. The spool's sequence number is
         added to the payload as ``seq``; returns it. Raises PublishError for a payload JSON cannot carry."""
 
-        def render(seq: int) -> bytes:
-            return encode({**payload, "seq": seq})
-
-        seq = self.spool.append(topic, render, qos, retain)
+        seq = self.spool.append(topic, lambda n: encode({**payload, "seq": n}), qos, retain)
         self._wake.set()
         return seq
+
+    def publish_many(self, topic: str, payloads: Sequence[Mapping[str, Any]], qos: int = 1,
+                     retain: bool = False) -> List[int]:
+        """``publish`` for several results in one spool transaction (all or none); returns the ``seq`` of
+        those stored (the spool counts one over its byte cap as dropped)."""
+
+        def render(payload: Mapping[str, Any]) -> Any:
+            return lambda seq: encode({**payload, "seq": seq})
+
+        stored = self.spool.append_many(topic, [render(p) for p in payloads], qos, retain)
+        self._fresh.extend(stored)
+        self._wake.set()
+        return [m.seq for m in stored]
 
     def flush(self, timeout: float) -> bool:
         """Wait until every spooled result is acknowledged; False if some are still pending at ``timeout``."""
@@ -123,36 +150,52 @@ class ResultPublisher:
     # -- drain thread ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            # the timeout is a safety net (and the retry timer): tickets, new results and connection changes
-            # all set _wake
-            self._wake.wait(max(0.0, min(self._poll_s, self._retry_at - time.monotonic()))
-                            if self._resend else self._poll_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._reap()
-                if self.link.connected:
-                    self._fill()
-            except Exception as exc:
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("publisher.drain_failed")
-                self._stop.wait(self._poll_s)
+        try:
+            while not self._stop.is_set():
+                # the timeout is a safety net (and the retry and ack timers): tickets, new results and
+                # connection changes all set _wake
+                self._wake.wait(self._timeout())
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self._reap()
+                    if self.link.connected:
+                        self._fill()
+                    self._delete_acked(force=not self._sent)
+                except Exception as exc:
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("publisher.drain_failed")
+                    self._stop.wait(self._poll_s)
+        finally:
+            # a clean stop deletes what was acknowledged, so the next start does not send it again
+            self._reap()
+            self._delete_acked(force=True)
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        timeout = self._poll_s
+        if self._resend:
+            timeout = min(timeout, self._retry_at - now)
+        if self._acked:
+            timeout = min(timeout, self._acked_since + self.ack_delay_s - now)
+        if self._sent:
+            timeout = min(timeout, self.ack_delay_s)  # acknowledgements that did not wake the drain
+        return max(0.0, timeout)
 
     def _reap(self) -> None:
-        done: List[int] = []
-        for seq, sent in list(self._sent.items()):
-            ticket = sent.ticket
-            if not ticket.done():
+        while self._done:
+            seq = self._done.popleft()
+            sent = self._sent.pop(seq, None)
+            if sent is None:
                 continue
-            del self._sent[seq]
+            ticket = sent.ticket
             if ticket.outcome == ACKED:
-                done.append(seq)
+                self._ack(seq)
                 self._published += 1
             elif ticket.outcome == REJECTED:
                 # retrying a refused message would block every result behind it forever
-                done.append(seq)
+                self._ack(seq)
                 self._rejected += 1
                 self._last_error = f"broker rejected {sent.message.topic}: {ticket.reason}"
                 event(log, logging.WARNING, "publisher.rejected", seq=seq, topic=sent.message.topic,
@@ -164,8 +207,18 @@ class ResultPublisher:
                     self._last_error = f"broker refused {sent.message.topic} for now: {ticket.reason}"
                     event(log, logging.INFO, "publisher.refused", seq=seq, reason=ticket.reason)
                 self._resend.append(sent.message)
-        self._acked.extend(done)
+
+    def _ack(self, seq: int) -> None:
         if not self._acked:
+            self._acked_since = time.monotonic()
+        self._acked.append(seq)
+
+    def _delete_acked(self, force: bool) -> None:
+        """Delete acknowledged results from the spool: in batches, or all now (``force``)."""
+        if not self._acked:
+            return
+        due = len(self._acked) >= self.ack_batch or time.monotonic() - self._acked_since >= self.ack_delay_s
+        if not (force or due):
             return
         try:
             self.spool.ack_many(self._acked)
@@ -173,15 +226,18 @@ class ResultPublisher:
         except sqlite3.Error as exc:
             # e.g. the disk is full: keep the acknowledged seqs and delete them on a later pass, so
             # they are neither resent in this process nor left behind at a clean stop.
+            self._acked_since = time.monotonic()
             self._last_error = f"spool cannot record acknowledgements: {exc}"
             event(log, logging.WARNING, "publisher.ack_deferred", pending=len(self._acked), error=str(exc))
 
     def _fill(self) -> None:
         epoch = self.link.epoch
-        for sent in self._sent.values():
-            if sent.ticket.qos > 0 and sent.ticket.epoch != epoch and not sent.ticket.done():
-                # paho is resending this one from an earlier connection; anything sent now could overtake it
-                return
+        if epoch != self._clean_epoch:
+            for sent in self._sent.values():
+                if sent.ticket.qos > 0 and sent.ticket.epoch != epoch and not sent.ticket.done():
+                    # paho is resending this one from an earlier connection; anything sent now could overtake it
+                    return
+            self._clean_epoch = epoch  # from now on everything in _sent was published on this connection
         window = self._window()
         if self._resend:
             if time.monotonic() < self._retry_at:
@@ -194,9 +250,28 @@ class ResultPublisher:
         room = window - len(self._sent)
         if room <= 0:
             return
-        for message in self.spool.pending(room, after=self._cursor):
+        for message in self._next(room):
             self._send(message)
             self._cursor = message.seq
+
+    def _next(self, room: int) -> List[SpooledMessage]:
+        """Up to ``room`` messages after the cursor, in order: from memory while they follow on from it,
+        otherwise (after an outage, an overflow of the in-memory queue, a restart) from the spool."""
+        out: List[SpooledMessage] = []
+        expected = self._cursor + 1
+        while self._fresh and len(out) < room:
+            message = self._fresh[0]
+            if message.seq < expected:
+                self._fresh.popleft()  # already read from the spool
+                continue
+            if message.seq != expected:
+                break
+            out.append(self._fresh.popleft())
+            expected += 1
+        if len(out) < room and expected <= self.spool.last_seq:
+            # messages the memory queue does not hold (or holds no longer) come from the disk
+            out += self.spool.pending(room - len(out), after=expected - 1)
+        return out
 
     def _window(self) -> int:
         # paho resends everything unacknowledged at once after a reconnect: that burst must fit the broker's quota
@@ -205,7 +280,14 @@ class ResultPublisher:
     def _send(self, message: SpooledMessage) -> None:
         ticket = self.link.publish(message.topic, message.payload, message.qos, message.retain, RESULT_PROPS)
         self._sent[message.seq] = _Sent(message, ticket)
-        ticket.add_done_callback(self._on_ticket_done)
+        seq = message.seq
+        window = self._window()
 
-    def _on_ticket_done(self, _ticket: PublishTicket) -> None:
-        self._wake.set()
+        def done(ticket: PublishTicket) -> None:
+            self._done.append(seq)
+            # A success needs the drain only when it waits for room in the window; otherwise the next result,
+            # or the ack timer, reaps it (one wake per result instead of two).
+            if ticket.outcome != ACKED or len(self._sent) >= window or len(self._done) >= self.ack_batch:
+                self._wake.set()
+
+        ticket.add_done_callback(done)

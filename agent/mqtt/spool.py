@@ -1,6 +1,7 @@
 """A disk spool for results: SQLite in WAL mode, ordered by a sequence that survives restarts.
 
-Durability: every ``append`` is its own committed transaction. With
+Durability: every ``append`` (and every ``append_many``: one transaction for the whole batch)
+is committed before it returns. With
 ``synchronous=NORMAL`` (the default) a committed append survives the agent
 being killed (kill -9, OOM, crash): the WAL file is written before the call
 returns and the OS keeps it. It can be lost, together with the appends after
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Literal, Optional, Tuple, Union
+from typing import Callable, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 from agent.errors import PublishError
 from agent.logs import event
@@ -104,41 +105,67 @@ class Spool:
     def append(self, topic: str, payload: Payload, qos: int, retain: bool = False) -> int:
         """Store one message; returns its sequence number. ``payload`` may be a function of that number,
         so a payload can carry its own sequence."""
-        with self._lock:
-            seq = self._next_seq
-            body = payload(seq) if callable(payload) else payload
-            size = _size(topic, body)
-            if size > self.max_bytes:
-                self._next_seq += 1
-                with self._transaction():
-                    self._set_meta("dropped", self._meta("dropped") + 1)
-                event(log, logging.WARNING, "spool.oversize", seq=seq, topic=topic, bytes=size,
-                      max_bytes=self.max_bytes)
-                return seq
-            row = (seq, topic, body, qos, int(retain), time.time())
-            dropped, freed = 0, 0
-            if self._count + 1 > self.max_messages or self._bytes + size > self.max_bytes:
-                with self._transaction():
-                    dropped, freed = self._drop_oldest(size)
-                    self._db.execute(_INSERT, row)
-            else:
-                # the per-result path: one statement, committed on its own
-                self._insert_on_tight_disk(row)
-            self._next_seq = seq + 1
-            self._count += 1 - dropped
-            self._bytes += size - freed
-            return seq
+        return self._append(topic, (payload,), qos, retain)[0]
 
-    def _insert_on_tight_disk(self, row: Tuple[Any, ...]) -> None:
-        try:
-            self._db.execute(_INSERT, row)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc):
+    def append_many(self, topic: str, payloads: Sequence[Payload], qos: int,
+                    retain: bool = False) -> List[SpooledMessage]:
+        """Store messages in one transaction, in order, with consecutive sequence numbers; returns them
+        (an oversize one is counted as dropped and left out). All or nothing: if one payload function
+        raises, nothing is stored and the exception propagates."""
+        return self._append(topic, payloads, qos, retain)[1]
+
+    def _append(self, topic: str, payloads: Sequence[Payload], qos: int,
+                retain: bool) -> Tuple[int, List[SpooledMessage]]:
+        """(the first sequence number used, the messages stored)."""
+        with self._lock:
+            before = (self._next_seq, self._count, self._bytes)
+            try:
+                return before[0], self._append_locked(topic, payloads, qos, retain)
+            except sqlite3.OperationalError as exc:
+                self._next_seq, self._count, self._bytes = before
+                if "full" not in str(exc):
+                    raise
+                # The WAL holds pages of results already acknowledged and deleted: checkpoint them into
+                # the database (whose freed pages are reused) and truncate the WAL, then try once more.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except BaseException:
+                self._next_seq, self._count, self._bytes = before
                 raise
-            # The WAL holds pages of results already acknowledged and deleted: checkpoint them into
-            # the database (whose freed pages are reused) and truncate the WAL, then try once more.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.execute(_INSERT, row)
+            try:
+                return before[0], self._append_locked(topic, payloads, qos, retain)
+            except BaseException:
+                self._next_seq, self._count, self._bytes = before
+                raise
+
+    def _append_locked(self, topic: str, payloads: Sequence[Payload], qos: int,
+                       retain: bool) -> List[SpooledMessage]:
+        stored: List[SpooledMessage] = []
+        oversize = 0
+        now = time.time()
+        with self._transaction():
+            for payload in payloads:
+                seq = self._next_seq
+                body = payload(seq) if callable(payload) else payload
+                self._next_seq = seq + 1
+                size = _size(topic, body)
+                if size > self.max_bytes:
+                    oversize += 1
+                    event(log, logging.WARNING, "spool.oversize", seq=seq, topic=topic, bytes=size,
+                          max_bytes=self.max_bytes)
+                    continue
+                if self._count + 1 > self.max_messages or self._bytes + size > self.max_bytes:
+                    dropped, freed = self._drop_oldest(size, seq)
+                    self._count -= dropped
+                    self._bytes -= freed
+                self._db.execute(_INSERT, (seq, topic, body, qos, int(retain), now))
+                self._count += 1
+                self._bytes += size
+                stored.append(SpooledMessage(seq, topic, body, qos, retain, now))
+            if oversize:
+                self._set_meta("dropped", self._meta("dropped") + oversize)
+                # a row may not carry the last sequence number consumed: keep it from being reused
+                self._set_meta("next_seq", self._next_seq)
+        return stored
 
     def pending(self, limit: int, after: int = 0) -> List[SpooledMessage]:
         """Up to ``limit`` messages with ``seq > after``, oldest first."""
@@ -173,6 +200,12 @@ class Spool:
             self._count -= removed
             self._bytes -= freed
 
+    @property
+    def last_seq(self) -> int:
+        """The last sequence number given out (0 before the first)."""
+        with self._lock:
+            return self._next_seq - 1
+
     def depth(self) -> int:
         with self._lock:
             return self._count
@@ -199,9 +232,9 @@ class Spool:
             self._db.close()
             os.close(self._lockfile)
 
-    def _drop_oldest(self, size: int) -> Tuple[int, int]:
-        """Inside the caller's transaction: delete the oldest messages so one of ``size`` bytes fits.
-        Returns (messages, bytes) deleted; the caller updates its counters once the transaction committed."""
+    def _drop_oldest(self, size: int, seq: int) -> Tuple[int, int]:
+        """Inside the caller's transaction: delete the oldest messages so one of ``size`` bytes (sequence
+        ``seq``) fits. Returns (messages, bytes) deleted."""
         excess_count = self._count + 1 - self.max_messages
         excess_bytes = self._bytes + size - self.max_bytes
         last_seq, dropped, freed = 0, 0, 0
@@ -219,7 +252,7 @@ class Spool:
             cursor.close()
         if not dropped:
             return 0, 0
-        self._set_meta("next_seq", self._next_seq + 1)
+        self._set_meta("next_seq", seq + 1)
         self._set_meta("dropped", self._meta("dropped") + dropped)
         self._db.execute("DELETE FROM messages WHERE seq <= ?", (last_seq,))
         event(log, logging.WARNING, "spool.dropped_oldest", count=dropped, last_seq=last_seq,

@@ -1,7 +1,9 @@
 """How a pipeline's frames reach the model: its own predictor, or a worker shared across sources.
 
-``LocalInference``: the pipeline batches its own frames and runs preprocess + infer in its
-infer thread and post-processing in its post thread (the stages overlap).
+``LocalInference``: the pipeline batches and pre-processes its own frames in its pre thread, runs
+the predictor in its infer thread and post-processes in its post thread (the stages overlap). With
+a ``spare`` preprocessor (a second set of input buffers) the next batch is prepared while the
+predictor reads the previous one.
 
 ``SharedInference``: one predictor serves every pipeline of a model (``batching:`` in the
 manifest). A single worker thread gathers frames from all of them, up to ``max_size`` with a
@@ -41,6 +43,39 @@ class LocalInference:
     preprocess: Preprocess
     predictor: Predictor
     postprocess: Postprocess
+    # A second preprocessor with buffers of its own. Preprocessors reuse their output arrays, so
+    # with one set the pre stage waits until the predictor has consumed the last batch.
+    spare: Optional[Preprocess] = None
+    # A frame of the size the pre-processing feeds the model, for the warm-up; None when that
+    # size depends on the frames (a dynamic input without preprocess.resize).
+    warmup_frame: Optional[np.ndarray] = None
+
+    @property
+    def buffer_sets(self) -> Tuple[Preprocess, ...]:
+        return (self.preprocess,) if self.spare is None else (self.preprocess, self.spare)
+
+
+def warm_up(model: str, preprocess: Preprocess, predictor: Predictor, frame: Optional[np.ndarray],
+            batch_sizes: Sequence[int]) -> None:
+    """Run ``predictor`` once per batch size on ``frame`` through the real pre-processing, in the
+    calling thread (the one that will run it: Paddle's oneDNN keeps its primitives per thread), so the
+    first real frame costs what later ones do. Errors are logged: the frames will show them again."""
+    if frame is None:
+        event(log, logging.WARNING, "pipeline.warmup_skipped", model=model,
+              reason="the model's input size depends on the frames",
+              hint="set preprocess.resize so the first frame does not pay the model's first-run cost")
+        return
+    for n in sorted(set(batch_sizes)):
+        started = time.monotonic()
+        try:
+            feeds, _ = preprocess([frame] * n)
+            predictor.warm_up(feeds)
+        except Exception as exc:  # a broken model fails on its first frame too, and is reported there
+            event(log, logging.WARNING, "pipeline.warmup_failed", model=model, batch=n,
+                  error=f"{type(exc).__name__}: {exc}")
+            return
+        event(log, logging.DEBUG, "pipeline.warmed_up", model=model, batch=n,
+              ms=round((time.monotonic() - started) * 1000.0, 3))
 
 
 @dataclass(frozen=True)
@@ -51,8 +86,10 @@ class _Request:
 
 class SharedInference:
     def __init__(self, model: str, spec: BatchingSpec, preprocess: Preprocess, predictor: Predictor,
-                 postprocess: Postprocess) -> None:
+                 postprocess: Postprocess, warmup_frame: Optional[np.ndarray] = None) -> None:
         self.model = model
+        self.warmup_frame = warmup_frame
+        self.warm = threading.Event()  # set once the worker warmed up its predictor
         self.spec = spec
         self.preprocess = preprocess
         self.predictor = predictor
@@ -83,6 +120,10 @@ class SharedInference:
         return False
 
     def _run(self) -> None:
+        try:
+            warm_up(self.model, self.preprocess, self.predictor, self.warmup_frame, (1, self.spec.max_size))
+        finally:
+            self.warm.set()
         while not self._stop.is_set():
             batch = self._gather()
             if batch:

@@ -1,9 +1,17 @@
-"""One pipeline: source → (batch, preprocess, infer) → (post-process, sink), three threads.
+"""One pipeline: source → batch + preprocess → infer → post-process + sink, four threads.
 
-Decode, inference and post-processing overlap. OpenCV and most numpy kernels release the
-GIL, so decode and preprocessing proceed while ``run()`` executes. Preprocessing shares
-the inference thread because the preprocessor reuses its output buffers: the predictor
-must consume them before the next batch is prepared.
+The stages overlap. OpenCV and most numpy kernels release the GIL, so decode and
+pre-processing proceed while ``run()`` executes, and a predictor that waits on a device (a CUDA
+synchronize) leaves the CPU to the other stages. The pre stage owns the preprocessors' buffer
+sets: a set travels with its batch to the infer thread and comes back once the predictor has
+consumed it, so with two sets the next batch is prepared while the predictor runs.
+
+Start-up: the infer thread first warms its predictor up on the pre-processing's shapes (in that
+thread, where it will run); the capture thread reads no frame before that is done, and
+``wait_warm`` lets the daemon report READY only afterwards.
+
+The post thread takes every result that is ready at once, post-processes them and hands them to
+the sink together, so the publisher can spool them in one transaction.
 
 Queues are bounded. For live sources the policy is "latest frame wins": when inference
 falls behind, the oldest queued frame is dropped and counted. Finite sources (files,
@@ -22,13 +30,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from agent.errors import AgentError
 from agent.logs import event
 from agent.manifest.models import PipelineSpec
-from agent.pipeline.inference import Inference, LocalInference, SharedInference
+from agent.pipeline.inference import Inference, LocalInference, Preprocess, SharedInference, warm_up
 from agent.pipeline.stats import PipelineStats
+from agent.processing.base import is_empty
 from agent.sources.base import Frame, Source
 
 log = logging.getLogger(__name__)
@@ -46,10 +57,28 @@ class FrameResult:
     outputs: Dict[str, Any]
 
 
-ResultSink = Callable[[FrameResult], None]
+@dataclass(frozen=True)
+class Inferred:
+    """What reaches the post thread, one type for both ways: a batch this pipeline's predictor ran
+    (``outputs``, still to be post-processed with ``metas``), or one frame a shared worker finished
+    (``results``, already post-processed, or ``error``)."""
+
+    frames: Sequence[Frame]
+    timing: Dict[str, float]  # ms per stage so far
+    outputs: Optional[Mapping[str, np.ndarray]] = None
+    metas: Sequence[Any] = ()
+    results: Optional[Sequence[Dict[str, Any]]] = None
+    error: Optional[str] = None
+
+
+# Every result the post thread finished in one pass, in frame order: the publisher spools them together.
+ResultSink = Callable[[Sequence[FrameResult]], None]
+# (frame image, the model's result for it) -> the result with cascade stages' results attached
+CascadeRunner = Callable[[Any, Dict[str, Any]], Dict[str, Any]]
 
 _END = object()  # end of a finite source
 _POLL_S = 0.1
+_POST_BATCH = 64  # results the post thread takes from its queue at once, at most
 
 
 def put_latest(q: queue.Queue[Any], item: Any) -> int:
@@ -73,14 +102,20 @@ class Pipeline:
         inference: Inference,
         sink: ResultSink,
         stats: Optional[PipelineStats] = None,
+        cascade: Optional[CascadeRunner] = None,
     ) -> None:
         self.spec = spec
+        self.cascade = cascade
         self.source = source
         self.inference = inference
         self.sink = sink
         self.stats = stats or PipelineStats(spec.name)
         self._stop = threading.Event()
+        self._warm = threading.Event()
         self._frames: queue.Queue[Any] = queue.Queue(maxsize=spec.queue.size)
+        # batches with their buffer set, on their way to the predictor; never more than the sets
+        self._prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._free: queue.Queue[Preprocess] = queue.Queue()
         self._results: queue.Queue[Any] = queue.Queue(maxsize=max(2, spec.queue.size))
         self._drop_when_full = spec.queue.policy == "latest" and not source.finite
         self._threads: List[threading.Thread] = []
@@ -91,16 +126,28 @@ class Pipeline:
     # lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         self.stats.state = "running"
-        for name, target in (("capture", self._capture), ("infer", self._infer), ("post", self._post)):
+        stages: Tuple[Tuple[str, Callable[[], None]], ...]
+        if isinstance(self.inference, SharedInference):
+            stages = (("infer", self._forward), ("post", self._post), ("capture", self._capture))
+        else:
+            for buffers in self.inference.buffer_sets:
+                self._free.put(buffers)
+            stages = (("infer", self._infer), ("pre", self._pre), ("post", self._post), ("capture", self._capture))
+        for name, target in stages:
             thread = threading.Thread(target=target, name=f"{self.spec.name}-{name}", daemon=True)
             self._threads.append(thread)
             thread.start()
         event(log, logging.INFO, "pipeline.started", pipeline=self.spec.name, source=self.source.uri,
               model=self.spec.model, drop_policy="latest" if self._drop_when_full else "block")
 
+    def wait_warm(self, timeout: Optional[float] = None) -> bool:
+        """True once the predictor has run on its warm-up shapes (or the pipeline stopped)."""
+        return self._warm.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop all stages; returns True when every thread ended within ``timeout``."""
         self._stop.set()
+        self._warm.set()
         self.source.close()
         return self.join(timeout)
 
@@ -118,6 +165,9 @@ class Pipeline:
     # stages ----------------------------------------------------------------------
     def _capture(self) -> None:
         try:
+            self._warm.wait()
+            if self._stop.is_set():
+                return
             for frame in self.source.frames():
                 if self._stop.is_set():
                     break
@@ -134,29 +184,59 @@ class Pipeline:
         finally:
             self._put_end(self._frames)
 
-    def _infer(self) -> None:
-        if isinstance(self.inference, SharedInference):
-            self._forward(self.inference)
-            return
-        local: LocalInference = self.inference
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                break
-            started = time.monotonic()
-            try:
-                feeds, metas = local.preprocess([f.image for f in batch])
-                pre_done = time.monotonic()
-                outputs = local.predictor.infer(feeds)
-            except Exception as exc:
-                self._record_error("infer", exc, len(batch))
-                continue
-            infer_done = time.monotonic()
-            timing = {"pre": (pre_done - started) * 1000.0, "infer": (infer_done - pre_done) * 1000.0}
-            self._results.put((batch, outputs, metas, timing))
-        self._results.put(_END)
+    def _pre(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                buffers = self._take(self._free)
+                if buffers is None:
+                    break
+                started = time.monotonic()
+                try:
+                    feeds, metas = buffers([f.image for f in batch])
+                except Exception as exc:
+                    self._free.put(buffers)
+                    self._record_error("pre", exc, len(batch))
+                    continue
+                timing = {"pre": (time.monotonic() - started) * 1000.0}
+                self._enqueue_blocking(self._prepared, (batch, feeds, metas, timing, buffers))
+        finally:
+            self._put_end(self._prepared)
 
-    def _forward(self, shared: SharedInference) -> None:
+    def _infer(self) -> None:
+        local = self._local()
+        try:
+            warm_up(self.spec.model, local.preprocess, local.predictor, local.warmup_frame, (1, self.spec.batch))
+        finally:
+            self._warm.set()
+        try:
+            while True:
+                item = self._prepared.get()
+                if item is _END:
+                    break
+                batch, feeds, metas, timing, buffers = item
+                started = time.monotonic()
+                try:
+                    outputs = local.predictor.infer(feeds)
+                except Exception as exc:
+                    self._record_error("infer", exc, len(batch))
+                    continue
+                finally:
+                    self._free.put(buffers)
+                timing["infer"] = (time.monotonic() - started) * 1000.0
+                self._enqueue_blocking(self._results, Inferred(batch, timing, outputs=outputs, metas=metas))
+        finally:
+            self._put_end(self._results)
+
+    def _forward(self) -> None:
+        shared = self.inference
+        assert isinstance(shared, SharedInference)
+        while not shared.warm.wait(_POLL_S):
+            if self._stop.is_set():
+                break
+        self._warm.set()
         while True:
             item = self._frames.get()
             if item is _END:
@@ -176,52 +256,100 @@ class Pipeline:
     def _deliver(self, frame: Frame, result: Optional[Dict[str, Any]], timing: Dict[str, float],
                  error: Optional[str]) -> None:
         """Called on the shared worker's thread."""
-        self._enqueue_blocking(self._results, ("shared", frame, result, timing, error))
+        self._enqueue_blocking(self._results, Inferred([frame], timing, results=None if result is None else [result],
+                                                       error=error))
         with self._pending_cv:
             self._pending -= 1
             self._pending_cv.notify_all()
 
     def _post(self) -> None:
-        while True:
-            item = self._results.get()
-            if item is _END:
-                break
-            if item[0] == "shared":
-                _, frame, result, timing, error = item
-                if error is not None:
-                    self._record_failure("infer", error, 1)
-                else:
-                    self._emit(frame, result, timing, timing["post"], time.monotonic())
-                continue
-            batch, outputs, metas, timing = item
-            started = time.monotonic()
-            assert isinstance(self.inference, LocalInference)
-            try:
-                per_image = self.inference.postprocess(outputs, metas)
-            except Exception as exc:
-                self._record_error("post", exc, len(batch))
-                continue
-            done = time.monotonic()
-            for frame, result in zip(batch, per_image):
-                self._emit(frame, result, timing, (done - started) * 1000.0, done)
+        ended = False
+        while not ended:
+            items = [self._results.get()]
+            while len(items) < _POST_BATCH:
+                try:
+                    items.append(self._results.get_nowait())
+                except queue.Empty:
+                    break
+            ready: List[FrameResult] = []
+            for item in items:
+                if item is _END:
+                    ended = True
+                    break
+                self._finish(item, ready)
+            self._publish(ready)
         if self.stats.state == "running":
             self.stats.state = "finished" if self.source.finite else "stopped"
 
+    def _finish(self, item: Inferred, ready: List[FrameResult]) -> None:
+        """Post-process one delivered batch into ``ready`` (the results to publish)."""
+        if item.error is not None:
+            self._record_failure("infer", item.error, len(item.frames))
+            return
+        if item.results is not None:  # a shared worker post-processed it already
+            for frame, result in zip(item.frames, item.results):
+                self._emit(frame, result, item.timing, item.timing["post"], time.monotonic(), ready)
+            return
+        assert item.outputs is not None
+        started = time.monotonic()
+        try:
+            per_image = self._local().postprocess(item.outputs, item.metas)
+        except Exception as exc:
+            self._record_error("post", exc, len(item.frames))
+            return
+        done = time.monotonic()
+        for frame, result in zip(item.frames, per_image):
+            self._emit(frame, result, item.timing, (done - started) * 1000.0, done, ready)
+
     def _emit(self, frame: Frame, result: Dict[str, Any], timing: Dict[str, float], post_ms: float,
-              done: float) -> None:
+              done: float, ready: List[FrameResult]) -> None:
+        if self.cascade is not None:  # agent/pipeline/cascade.py; its time counts as post-processing
+            try:
+                result = self.cascade(frame.image, result)
+            except Exception as exc:
+                self._record_error("cascade", exc, 1)
+                return
+            now = time.monotonic()
+            post_ms, done = post_ms + (now - done) * 1000.0, now
         latency = {"pre": round(timing["pre"], 3), "infer": round(timing["infer"], 3),
                    "post": round(post_ms, 3), "total": round((done - frame.mono) * 1000.0, 3)}
         self.stats.on_result(latency)
         if frame.index % self.spec.publish.every_n:
             return
-        try:
-            self.sink(FrameResult(self.spec.name, self.spec.model, frame.source, frame.index,
-                                  frame.ts, frame.mono, latency, result))
-            self.stats.on_published()
-        except Exception as exc:
-            self._record_error("publish", exc, 1)
+        if not self.spec.publish.include_empty and is_empty(result):
+            return  # processed and counted, but a frame that found nothing is not worth a message
+        ready.append(FrameResult(self.spec.name, self.spec.model, frame.source, frame.index,
+                                 frame.ts, frame.mono, latency, result))
+
+    def _publish(self, ready: List[FrameResult]) -> None:
+        if not ready:
+            return
+        if len(ready) > 1:
+            with contextlib.suppress(Exception):  # retried one by one below, where the error is recorded
+                self.sink(ready)
+                self.stats.on_published(len(ready))
+                return
+        # One bad result must fail alone: publish one by one (a sink that raised stored none of them).
+        for result in ready:
+            try:
+                self.sink([result])
+                self.stats.on_published(1)
+            except Exception as exc:
+                self._record_error("publish", exc, 1)
 
     # helpers -----------------------------------------------------------------------
+    def _local(self) -> LocalInference:
+        assert isinstance(self.inference, LocalInference)
+        return self.inference
+
+    def _take(self, q: queue.Queue[Preprocess]) -> Optional[Preprocess]:
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return None
+
     def _enqueue(self, q: queue.Queue[Any], item: Any) -> None:
         if self._drop_when_full:
             dropped = put_latest(q, item)

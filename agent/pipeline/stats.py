@@ -107,13 +107,9 @@ class PipelineStats:
                 if window is not None:
                     window.add(ms)
 
-    def on_published(self) -> None:
+    def on_published(self, n: int = 1) -> None:
         with self._lock:
-            self.published += 1
-
-    def add_latency(self, stage: str, ms: float) -> None:
-        with self._lock:
-            self._latency[stage].add(ms)
+            self.published += n
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:

@@ -40,6 +40,7 @@ from agent.processing.base import check_label_count, fetch, label_of, per_image,
 from agent.processing.meta import ImageMeta
 from agent.processing.nms import nms
 
+DEFAULT_MAX_DETECTIONS = 100
 # (boxes [k, 4] in model coordinates, scores [k], classes [k]) of one image
 Candidates = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -145,4 +146,4 @@ def build(spec: PostprocessSpec, outputs: Sequence[TensorInfo], labels: Sequence
     elif len(info.shape) == 3 and info.shape[2] > 4 and not (spec.box_format == "xyxy" and info.shape[2] == 6):
         check_label_count(labels, info.shape[2] - 4, info.name)
     return Detector(info.name, counts, spec.box_format, spec.normalized_boxes, spec.score_threshold, spec.nms_iou,
-                    spec.max_detections, tuple(labels))
+                    spec.max_detections or DEFAULT_MAX_DETECTIONS, tuple(labels))

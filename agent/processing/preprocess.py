@@ -43,6 +43,7 @@ from agent.engines.contract import TensorInfo
 from agent.errors import BuildError, ConfigError, ManifestError, SourceError
 from agent.logs import event
 from agent.manifest.models import ModelSpec, PathLike, PreprocessSpec
+from agent.processing.geometry import Placement, layout
 from agent.processing.meta import ImageMeta
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ class Preprocessor:
                 f"preprocess.dtype: the model input '{info.name}' takes {info.dtype} but preprocess.dtype is "
                 f"{spec.dtype}; set preprocess.dtype: {info.dtype}"
             )
-        self.input_size = _input_size(spec, info)  # (width, height); None: keep each frame's size
-        self._fixed_batch = info.shape[0] if info.shape[0] > 0 else None
+        self.input_size = _input_size(spec, info)  # (width, height); None: by the resize rule or the frame
+        self._model_height = info.shape[2] if spec.layout == "nchw" else info.shape[1]
+        self.fixed_batch = info.shape[0] if info.shape[0] > 0 else None
         self._extra = _extra_inputs(spec, inputs, info.name)
         self._scale_factor_fed = "scale_factor" in self._extra.values()
         self._sources = _RGB_FROM_BGR if spec.color == "rgb" else _BGR_FROM_BGR
@@ -89,19 +91,21 @@ class Preprocessor:
         if not images:
             raise ValueError("Preprocessor needs at least one image")
         n = len(images)
-        if self._fixed_batch is not None and n != self._fixed_batch:
+        if self.fixed_batch is not None and n != self.fixed_batch:
             raise ConfigError(
-                f"the model input '{self.input_name}' takes batches of exactly {self._fixed_batch} but got {n} "
-                f"frames; set the pipeline's batch to {self._fixed_batch} or export the model with a dynamic batch"
+                f"the model input '{self.input_name}' takes batches of exactly {self.fixed_batch} but got {n} "
+                f"frames; set the pipeline's batch to {self.fixed_batch} or export the model with a dynamic batch"
             )
-        size = self.input_size or _frame_size(images)
-        feeds = self._buffers(n, size)
+        sizes = [_frame_size(i, image) for i, image in enumerate(images)]
+        plan = layout(self.spec, self.input_size, self._model_height, sizes)
+        feeds = self._buffers(n, plan.size)
         tensor = feeds[self.input_name]
         metas = []
-        for i, image in enumerate(images):
-            _check_frame(i, image)
-            placed, meta = self._place(image, size)
+        for i, (image, placement) in enumerate(zip(images, plan.placements)):
+            placed, meta = self._place(image, plan.size, placement)
             self._write(placed, tensor[i])
+            if plan.zero_pad:
+                _zero_padding(tensor[i], placement, self.spec.layout)
             metas.append(meta)
         for name, kind in self._extra.items():
             rows = feeds[name]
@@ -112,16 +116,19 @@ class Preprocessor:
                     rows[i] = (meta.scale_y, meta.scale_x)
         return dict(feeds), metas
 
-    def _place(self, image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, ImageMeta]:
+    def warmup_frame(self) -> Optional[np.ndarray]:
+        """A mid-grey frame of the model's input size (a VGA frame for the PP-OCR size rules), for the
+        warm-up; None when the size is each frame's own."""
+        if self.input_size is None and self.spec.resize_rule is None:
+            return None
+        width, height = self.input_size or SAMPLE_FRAME_SIZE
+        return np.full((height, width, 3), 128, np.uint8)
+
+    def _place(self, image: np.ndarray, size: Tuple[int, int], at: Placement) -> Tuple[np.ndarray, ImageMeta]:
         """Pass 1: the frame at the input size, uint8 BGR, and where its content lies."""
         h0, w0 = image.shape[:2]
         width, height = size
-        if self.spec.keep_aspect:
-            s = min(width / w0, height / h0)
-            nw, nh = min(width, max(1, int(w0 * s + 0.5))), min(height, max(1, int(h0 * s + 0.5)))
-            px, py = (width - nw) // 2, (height - nh) // 2
-        else:
-            nw, nh, px, py = width, height, 0, 0
+        nw, nh, px, py = at.width, at.height, at.x, at.y
         meta = ImageMeta(w0, h0, width, height, nw, nh, px, py, self._scale_factor_fed)
         if (w0, h0) == (width, height) and (nw, nh) == (width, height):
             return image, meta
@@ -205,6 +212,22 @@ def calibration_feeds(
         yield feeds
 
 
+# The frame a build warms a model up on when the manifest declares no input shapes: VGA, as most
+# cameras deliver, so the preprocessing's size rules give the shape a real frame would get.
+SAMPLE_FRAME_SIZE = (640, 480)
+
+
+def sample_feed(spec: ModelSpec, inputs: Sequence[TensorInfo]) -> Dict[str, np.ndarray]:
+    """One synthetic frame (seeded noise) through the model's own preprocessing: every input the
+    model needs, shaped as inference will shape it. ``ManifestError`` when the preprocessing does
+    not fit the model's inputs (the same error the pipeline would raise)."""
+    width, height = SAMPLE_FRAME_SIZE
+    frame = np.random.RandomState(0).randint(0, 256, (height, width, 3)).astype(np.uint8)
+    pre = Preprocessor(spec.preprocess, inputs, reuse_buffers=False)
+    feeds, _ = pre([frame] * (pre.fixed_batch or 1))
+    return feeds
+
+
 def _read_image(model: str, path: PathLike) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -257,7 +280,7 @@ def _input_size(spec: PreprocessSpec, info: TensorInfo) -> Optional[Tuple[int, i
         return rw, rh
     if w > 0 and h > 0:
         return w, h
-    if w > 0 or h > 0:
+    if (w > 0 or h > 0) and spec.resize_rule is None:
         raise ManifestError(
             f"preprocess.resize: the model input '{info.name}' (shape {list(info.shape)}) fixes only one of "
             "height and width; set preprocess.resize: [width, height]"
@@ -324,14 +347,18 @@ def _check_raw_pixels(spec: PreprocessSpec) -> None:
         )
 
 
-def _frame_size(images: Sequence[np.ndarray]) -> Tuple[int, int]:
-    sizes = {(int(im.shape[1]), int(im.shape[0])) for im in images}
-    if len(sizes) > 1:
-        raise ConfigError(
-            f"preprocess.resize: frames of different sizes {sorted(sizes)} cannot form one batch for a model with "
-            "a dynamic input size; set preprocess.resize: [width, height]"
-        )
-    return sizes.pop()
+def _frame_size(index: int, image: np.ndarray) -> Tuple[int, int]:
+    _check_frame(index, image)
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def _zero_padding(out: np.ndarray, at: Placement, layout_name: str) -> None:
+    """PP-OCR pads with zeros after normalisation: clear what lies outside the content."""
+    planes = out if layout_name == "nchw" else np.moveaxis(out, -1, 0)
+    planes[:, at.y + at.height:, :] = 0
+    planes[:, :, at.x + at.width:] = 0
+    planes[:, :at.y, :] = 0
+    planes[:, :, :at.x] = 0
 
 
 def _check_frame(index: int, image: np.ndarray) -> None:

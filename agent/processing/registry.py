@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 
 from agent.engines.contract import TensorInfo
 from agent.manifest.models import PostprocessSpec
-from agent.processing import classification, detection, raw, segmentation
+from agent.processing import classification, detection, raw, segmentation, text_detection, text_recognition
 from agent.processing.base import PostProcessor
 
 Factory = Callable[[PostprocessSpec, Sequence[TensorInfo], Sequence[str]], PostProcessor]
@@ -16,6 +16,8 @@ POSTPROCESSORS: Mapping[str, Factory] = MappingProxyType({
     "classification": classification.build,
     "detection": detection.build,
     "segmentation": segmentation.build,
+    "text_detection": text_detection.build,
+    "text_recognition": text_recognition.build,
     "raw": raw.build,
 })
 

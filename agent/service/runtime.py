@@ -8,31 +8,44 @@ keeps running.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from agent.engines.build import ModelPreparer, PreparedModel
+from agent.engines.contract import Predictor
 from agent.errors import AgentError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest
-from agent.manifest.models import PipelineSpec, SourceOptions
+from agent.manifest.models import CascadeSpec, ModelSpec, PipelineSpec, SourceOptions
 from agent.mqtt.payloads import result_payload
 from agent.mqtt.publisher import ResultPublisher
 from agent.mqtt.topics import Topics
+from agent.pipeline.cascade import Cascade, Stage, StageModel
 from agent.pipeline.inference import Inference, LocalInference, SharedInference
-from agent.pipeline.runner import FrameResult, Pipeline
+from agent.pipeline.runner import FrameResult, Pipeline, ResultSink
 from agent.pipeline.stats import PipelineStats, percentiles
 from agent.processing import make_postprocessor
 from agent.processing.labels import load_labels
 from agent.processing.preprocess import Preprocessor
 from agent.progress import ProgressCallback, ignore_progress
 from agent.sources.base import Source
+from agent.telemetry.health import Failed, ModelHealth, PipelineHealth
 
 log = logging.getLogger(__name__)
 
 SourceOpener = Callable[[str, SourceOptions, Path], Source]
-SinkFactory = Callable[[PipelineSpec], Callable[[FrameResult], None]]
+SinkFactory = Callable[[PipelineSpec], ResultSink]
+
+
+# Crops per inference call of a cascade stage whose model fixes no batch size and declares no inputs.
+CASCADE_BATCH = 16
+
+
+def _max_batch(spec: ModelSpec) -> int:
+    declared = [i.shapes()[2][0] for i in spec.inputs]
+    return min(declared) if declared else CASCADE_BATCH
 
 
 def describe_error(exc: BaseException) -> str:
@@ -43,13 +56,14 @@ def describe_error(exc: BaseException) -> str:
 def result_sinks(publisher: ResultPublisher, topics: Topics, device_id: str) -> SinkFactory:
     """Sinks that turn each pipeline's results into versioned payloads on the disk-backed publisher."""
 
-    def make(pspec: PipelineSpec) -> Callable[[FrameResult], None]:
+    def make(pspec: PipelineSpec) -> ResultSink:
         topic = topics.results(pspec.name)
         qos, retain = pspec.publish.qos, pspec.publish.retain
 
-        def sink(r: FrameResult) -> None:
-            payload = result_payload(device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms, r.outputs)
-            publisher.publish(topic, payload, qos=qos, retain=retain)
+        def sink(results: Sequence[FrameResult]) -> None:
+            payloads = [result_payload(device_id, r.pipeline, r.model, r.source, r.frame, r.ts, r.latency_ms,
+                                       r.outputs) for r in results]
+            publisher.publish_many(topic, payloads, qos=qos, retain=retain)
 
         return sink
 
@@ -95,7 +109,7 @@ class ManifestRuntime:
         return runtime
 
     def _prepare_models(self, preparer: ModelPreparer, strict: bool, progress: ProgressCallback) -> None:
-        used = {p.model for p in self.loaded.manifest.pipelines}
+        used = {m for p in self.loaded.manifest.pipelines for m in (p.model, *p.cascade_models())}
         for spec in self.loaded.manifest.models:
             if spec.name not in used and not strict:
                 continue  # prepared by `edge-agent build`; loading it here would only cost memory
@@ -110,12 +124,14 @@ class ManifestRuntime:
     def _make_pipelines(self, make_sink: SinkFactory, open_source: SourceOpener, strict: bool) -> None:
         users: Dict[str, int] = {}
         for pspec in self.loaded.manifest.pipelines:
-            prepared = self.models.get(pspec.model)
-            if prepared is None or prepared.predictor is None:
-                self.failures[pspec.name] = f"model '{pspec.model}' is not available: {self.failures.get(pspec.model)}"
+            missing = [m for m in (pspec.model, *pspec.cascade_models()) if self._predictor_of(m) is None]
+            if missing:
+                self.failures[pspec.name] = f"model '{missing[0]}' is not available: {self.failures.get(missing[0])}"
                 continue
+            prepared = self.models[pspec.model]
             try:
                 inference = self._inference(prepared, users)
+                cascade = Cascade([self._stage(stage, users) for stage in pspec.then]) if pspec.then else None
                 source = open_source(pspec.source, pspec.options, self.loaded.base_dir)
             except Exception as exc:  # e.g. a preprocess that does not fit the model: this pipeline's failure
                 if strict:
@@ -124,30 +140,57 @@ class ManifestRuntime:
                 event(log, logging.ERROR, "pipeline.failed", pipeline=pspec.name, error=describe_error(exc))
                 continue
             self.pipelines[pspec.name] = Pipeline(pspec, source, inference, make_sink(pspec),
-                                                  PipelineStats(pspec.name))
+                                                  PipelineStats(pspec.name), cascade)
+
+    def _predictor_of(self, model: str) -> Optional[Predictor]:
+        prepared = self.models.get(model)
+        return None if prepared is None else prepared.predictor
+
+    def _own_predictor(self, prepared: PreparedModel, users: Dict[str, int]) -> Predictor:
+        """The first user of a model gets the loaded predictor, later ones clones sharing weights."""
+        assert prepared.predictor is not None
+        n = users.get(prepared.spec.name, 0)
+        users[prepared.spec.name] = n + 1
+        return prepared.predictor if n == 0 else prepared.predictor.clone()
+
+    def _stage(self, spec: CascadeSpec, users: Dict[str, int]) -> Stage:
+        """One cascade stage with a predictor and preprocessor of its own (it runs on the pipeline's
+        post-processing thread)."""
+        prepared = self.models[spec.model]
+        predictor = self._own_predictor(prepared, users)
+        mspec = prepared.spec
+        pre = Preprocessor(mspec.preprocess, predictor.inputs)
+        post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
+        model = StageModel(pre, predictor, post, pre.fixed_batch or _max_batch(mspec))
+        return Stage(spec, model, [self._stage(child, users) for child in spec.then])
 
     def _inference(self, prepared: PreparedModel, users: Dict[str, int]) -> Inference:
         """A shared batching worker when the model asks for one; otherwise a predictor of the
         pipeline's own: the first pipeline of a model uses the loaded one, others clones sharing weights."""
         mspec = prepared.spec
-        assert prepared.predictor is not None
         if mspec.batching is not None and mspec.name in self.shared:
             return self.shared[mspec.name]
-        n = users.get(mspec.name, 0)
-        users[mspec.name] = n + 1
-        predictor = prepared.predictor if n == 0 else prepared.predictor.clone()
+        predictor = self._own_predictor(prepared, users)
         pre = Preprocessor(mspec.preprocess, predictor.inputs)
         post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
         if mspec.batching is None:
-            return LocalInference(pre, predictor, post)
-        self.shared[mspec.name] = SharedInference(mspec.name, mspec.batching, pre, predictor, post)
+            # two buffer sets: the next batch is pre-processed while the predictor reads this one
+            return LocalInference(pre, predictor, post, spare=Preprocessor(mspec.preprocess, predictor.inputs),
+                                  warmup_frame=pre.warmup_frame())
+        self.shared[mspec.name] = SharedInference(mspec.name, mspec.batching, pre, predictor, post,
+                                                  warmup_frame=pre.warmup_frame())
         return self.shared[mspec.name]
 
-    def start(self) -> None:
+    def start(self, warm_timeout: Optional[float] = None) -> None:
+        """Start every pipeline and return once each has run its predictor on the warm-up shapes
+        (so READY, which follows, means the first frame costs what later ones do)."""
         for worker in self.shared.values():
             worker.start()
         for pipeline in self.pipelines.values():
             pipeline.start()
+        deadline = None if warm_timeout is None else time.monotonic() + warm_timeout
+        for pipeline in self.pipelines.values():
+            pipeline.wait_warm(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = 10.0) -> None:
         for pipeline in self.pipelines.values():
@@ -187,34 +230,32 @@ class ManifestRuntime:
         """Prepared models that run other than the manifest asked: another device, route or precision."""
         return [m for m in self.models.values() if m.placement.notes or m.precision != m.spec.precision]
 
-    def pipeline_health(self) -> Dict[str, Dict[str, Any]]:
-        out: Dict[str, Dict[str, Any]] = {}
+    def pipeline_health(self) -> Dict[str, Union[PipelineHealth, Failed]]:
+        out: Dict[str, Union[PipelineHealth, Failed]] = {}
         for name, pipeline in self.pipelines.items():
-            snap = pipeline.stats.snapshot()
-            snap["model"] = pipeline.spec.model
-            snap["source"] = pipeline.source.uri
-            snap["source_stats"] = pipeline.source.stats()
-            out[name] = snap
+            out[name] = PipelineHealth.of(pipeline.stats.snapshot(), pipeline.spec.model, pipeline.source.uri,
+                                          pipeline.source.stats())
         names = {p.name for p in self.loaded.manifest.pipelines}
-        out.update({n: {"state": "failed", "last_error": why} for n, why in self.failures.items() if n in names})
+        out.update({n: Failed(why) for n, why in self.failures.items() if n in names})
         return out
 
-    def model_health(self) -> Dict[str, Dict[str, Any]]:
-        out: Dict[str, Dict[str, Any]] = {}
+    def model_health(self) -> Dict[str, Union[ModelHealth, Failed]]:
+        out: Dict[str, Union[ModelHealth, Failed]] = {}
         for name, prepared in self.models.items():
             infer: List[float] = []
-            errors = 0
+            inferences = errors = 0
             for pipeline in self.pipelines.values():
                 if pipeline.spec.model == name:
                     infer += pipeline.stats.latency_samples("infer")
+                    inferences += pipeline.stats.processed
                     errors += pipeline.stats.errors
             p = prepared.placement
-            out[name] = {
-                "backend": p.backend, "route": p.route, "device": p.device, "precision": p.precision,
-                "requested": {"target": prepared.spec.target, "precision": prepared.spec.precision},
-                "engine_key": prepared.key, "cache_hit": prepared.hit, "notes": p.notes,
-                "latency_ms": percentiles(infer, (50, 95)), "errors": errors,
-            }
+            out[name] = ModelHealth(
+                backend=p.backend, route=p.route, device=p.device, precision=p.precision,
+                requested={"target": prepared.spec.target, "precision": prepared.spec.precision},
+                engine_key=prepared.key, cache_hit=prepared.hit, notes=list(p.notes),
+                latency_ms=percentiles(infer, (50, 95)), inferences=inferences, errors=errors,
+            )
         names = {m.name for m in self.loaded.manifest.models}
-        out.update({n: {"state": "failed", "last_error": why} for n, why in self.failures.items() if n in names})
+        out.update({n: Failed(why) for n, why in self.failures.items() if n in names})
         return out

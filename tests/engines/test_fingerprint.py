@@ -110,7 +110,8 @@ CPU_CHANGES: Dict[str, Any] = {"threads": 4, "mkldnn": False}
 PRE_CHANGES: Dict[str, Any] = {
     "resize": (640, 640), "keep_aspect": True, "pad_value": 0, "color": "bgr", "scale": 1.0, "mean": [0.5, 0.5, 0.5],
     "std": [0.2, 0.2, 0.2], "layout": "nhwc", "dtype": "float16", "input": "image",
-    "extra_inputs": {"scale_factor": "scale_factor"},
+    "extra_inputs": {"scale_factor": "scale_factor"}, "resize_rule": "limit_side", "limit_side_len": 640,
+    "limit_type": "min", "size_multiple": 16, "line_min_width": 160, "line_max_width": 640,
 }
 DEVICE_CHANGES: Dict[str, Any] = {
     "kind": "gpu", "arch": "x86_64", "model": "NVIDIA Jetson Orin NX", "l4t": "R36.4.0", "soc": "tegra264",

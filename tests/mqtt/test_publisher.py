@@ -41,6 +41,11 @@ class Agent:
         payload = result_payload("dev1", pipeline, "m", "file.mp4", frame, ts, LATENCY, outputs or {})
         return self.publisher.publish(TOPICS.results(pipeline), payload, qos=qos)
 
+    def results(self, pipeline: str, frames: List[int], ts: float, qos: int = 1) -> List[int]:
+        """Several results in one spool transaction, as the post thread publishes them."""
+        payloads = [result_payload("dev1", pipeline, "m", "file.mp4", f, ts, LATENCY, {"i": f}) for f in frames]
+        return self.publisher.publish_many(TOPICS.results(pipeline), payloads, qos=qos)
+
     def close(self) -> None:
         self.publisher.stop()
         self.link.close()
@@ -77,8 +82,11 @@ def check_in_order_at_least_once(rec: Recorder, sent: Dict[int, float]) -> int:
     return len(got) - len(seen)
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
 def test_results_flow_through_repeated_broker_outages(tmp_path: Path, persistent_broker: Broker,
-                                                      agent_factory: List[Agent]) -> None:
+                                                      agent_factory: List[Agent], batched: bool) -> None:
+    """Batched: the pipeline's path (``publish_many``), where the drain takes fresh results from memory
+    while it keeps up and reads the backlog from the spool after each outage."""
     rec = Recorder(persistent_broker.port, "edge/dev1/results/#", client_id="consumer", persistent=True).start()
     agent = Agent(persistent_broker.port, tmp_path / "spool.db").start()
     agent_factory.append(agent)
@@ -91,8 +99,12 @@ def test_results_flow_through_repeated_broker_outages(tmp_path: Path, persistent
         while not stop.is_set():
             ts = time.time()
             pipeline, qos = ("cam", 1) if frame % 2 else ("cam2", 2)
-            sent[agent.result(pipeline, frame, ts, {"i": frame}, qos=qos)] = ts
-            frame += 1
+            if batched:
+                sent.update((seq, ts) for seq in agent.results(pipeline, [frame, frame + 1, frame + 2], ts, qos))
+                frame += 3
+            else:
+                sent[agent.result(pipeline, frame, ts, {"i": frame}, qos=qos)] = ts
+                frame += 1
             time.sleep(0.002)
 
     producer = threading.Thread(target=produce)

@@ -147,3 +147,27 @@ def test_appends_survive_kill_9(tmp_path: Path) -> None:
     assert [m.payload for m in spool.pending(1000)] == [str(i).encode() for i in range(200)]
     assert spool.append("t", b"next", qos=1) == 201
     spool.close()
+
+
+def test_append_many_is_one_transaction_all_or_nothing(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "spool.db", max_messages=4)
+    stored = spool.append_many("t", [b"a", lambda seq: f"b{seq}".encode(), b"c"], qos=1)
+    assert [(m.seq, m.payload) for m in stored] == [(1, b"a"), (2, b"b2"), (3, b"c")]
+    assert [m.payload for m in spool.pending(10)] == [b"a", b"b2", b"c"]
+
+    def bad(seq: int) -> bytes:
+        raise PublishError("cannot encode")
+
+    with pytest.raises(PublishError):
+        spool.append_many("t", [b"d", bad], qos=1)
+    # nothing of the failed batch was stored, and its sequence numbers are given out again
+    assert spool.depth() == 3 and spool.last_seq == 3
+    # the cap applies within a batch: the oldest make room, in order
+    stored = spool.append_many("t", [b"e", b"f", b"g"], qos=1)
+    assert [m.seq for m in stored] == [4, 5, 6]
+    assert [m.payload for m in spool.pending(10)] == [b"c", b"e", b"f", b"g"]
+    assert spool.depth() == 4 and spool.dropped == 2
+    spool.close()
+    spool = open_spool(tmp_path / "spool.db", max_messages=4)
+    assert spool.depth() == 4 and spool.size_bytes() == 4 * 2 and spool.last_seq == 6
+    spool.close()

@@ -7,11 +7,13 @@ import time
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
+import pytest
 
 from agent.engines.contract import Placement, Predictor, TensorInfo
 from agent.manifest.models import BatchingSpec, PipelineSpec, QueueSpec
 from agent.pipeline.inference import LocalInference, SharedInference
 from agent.pipeline.runner import FrameResult, Pipeline, put_latest
+from agent.processing.base import is_empty
 from agent.sources.base import Frame, Source
 
 
@@ -78,7 +80,7 @@ def post(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> List[Dict[s
 def run(source: Source, predictor: Predictor, **spec: Any) -> Tuple[Pipeline, List[FrameResult]]:
     results: List[FrameResult] = []
     pspec = PipelineSpec(name="p", source="memory://", model="m", **spec)
-    pipeline = Pipeline(pspec, source, LocalInference(pre, predictor, post), results.append)
+    pipeline = Pipeline(pspec, source, LocalInference(pre, predictor, post), results.extend)
     pipeline.start()
     return pipeline, results
 
@@ -140,6 +142,29 @@ def test_every_n_publishes_a_subset() -> None:
     assert pipeline.stats.snapshot()["frames_processed"] == 10
 
 
+@pytest.mark.parametrize("include_empty, published", [(True, list(range(6))), (False, [1, 3, 5])])
+def test_include_empty_false_leaves_frames_that_found_nothing_unpublished(include_empty: bool,
+                                                                         published: List[int]) -> None:
+    def classes(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> List[Dict[str, Any]]:
+        # odd frames find a class, even ones nothing (the shape every detector/classifier returns)
+        return [{"classes": [{"index": 0, "score": 0.9}] if int(v) % 2 else []} for v in outputs["y"]]
+
+    pspec = PipelineSpec(name="p", source="memory://", model="m", publish={"include_empty": include_empty})
+    results: List[FrameResult] = []
+    pipeline = Pipeline(pspec, CountingSource(6), LocalInference(pre, MeanPredictor(), classes), results.extend)
+    pipeline.start()
+    assert pipeline.join(10)
+    assert [r.frame for r in results] == published
+    snap = pipeline.stats.snapshot()
+    assert snap["frames_processed"] == 6 and snap["frames_published"] == len(published)
+
+
+def test_is_empty_means_no_detections_and_no_classes() -> None:
+    assert is_empty({"detections": [], "count": 0}) and is_empty({"classes": []})
+    assert not is_empty({"detections": [{"box": [0, 0, 1, 1]}], "count": 1})
+    assert not is_empty({"mean": 0.0}) and not is_empty({})  # raw outputs are never empty
+
+
 def test_stop_ends_a_live_pipeline_promptly() -> None:
     pipeline, _ = run(CountingSource(0, finite=False, interval_s=0.01), MeanPredictor())
     time.sleep(0.1)
@@ -173,7 +198,7 @@ def test_a_shared_worker_batches_frames_from_several_sources() -> None:
     shared.start()
     outputs: Dict[str, List[FrameResult]] = {"a": [], "b": [], "c": []}
     pipelines = [Pipeline(PipelineSpec(name=n, source="memory://", model="m"), CountingSource(30), shared,
-                          outputs[n].append) for n in outputs]
+                          outputs[n].extend) for n in outputs]
     try:
         for p in pipelines:
             p.start()
@@ -193,7 +218,7 @@ def test_a_failing_shared_batch_is_counted_in_each_pipeline() -> None:
     shared.start()
     results: List[FrameResult] = []
     pipeline = Pipeline(PipelineSpec(name="p", source="memory://", model="m"), CountingSource(10), shared,
-                        results.append)
+                        results.extend)
     try:
         pipeline.start()
         assert pipeline.join(20)
@@ -201,3 +226,100 @@ def test_a_failing_shared_batch_is_counted_in_each_pipeline() -> None:
         shared.stop()
     assert 5 not in [r.frame for r in results] and len(results) >= 8
     assert pipeline.stats.snapshot()["errors"] >= 1
+
+
+class ThreadRecorder(MeanPredictor):
+    """Records, in order, each call with the thread it ran in and the identity of its input array."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s)
+        self.calls: List[Tuple[str, str, int]] = []
+
+    def warm_up(self, feeds: Mapping[str, np.ndarray]) -> None:
+        self.calls.append(("warm_up", threading.current_thread().name, id(feeds["x"])))
+        MeanPredictor.infer(self, feeds)
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.calls.append(("infer", threading.current_thread().name, id(feeds["x"])))
+        return super().infer(feeds)
+
+
+class ReusingPre:
+    """A preprocessor that, like the real one, writes every batch into the same output array."""
+
+    def __init__(self) -> None:
+        self.out = np.zeros((1, 4, 4, 3), np.float32)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[Any]]:
+        self.out[0] = images[0]
+        return {"x": self.out}, [None]
+
+
+def test_the_predictor_warms_up_in_its_own_thread_before_the_first_frame() -> None:
+    predictor = ThreadRecorder()
+    source = CountingSource(5)
+    warm = np.full((4, 4, 3), 7, np.uint8)
+    pspec = PipelineSpec(name="p", source="memory://", model="m", batch=2, batch_wait_ms=0)
+    results: List[FrameResult] = []
+    pipeline = Pipeline(pspec, source, LocalInference(pre, predictor, post, warmup_frame=warm), results.extend)
+    pipeline.start()
+    assert pipeline.wait_warm(10)
+    assert pipeline.join(10)
+    kinds = [kind for kind, _, _ in predictor.calls]
+    # batch sizes 1 and 2 (the pipeline's batch), then the frames; all on the infer thread
+    assert kinds[:2] == ["warm_up", "warm_up"] and "warm_up" not in kinds[2:]
+    assert {thread for _, thread, _ in predictor.calls} == {"p-infer"}
+    assert sorted(r.frame for r in results) == list(range(5))
+    assert pipeline.stats.snapshot()["frames_processed"] == 5  # the warm-up is no frame
+
+
+def test_without_a_known_input_size_the_warm_up_is_skipped_visibly(caplog: Any) -> None:
+    predictor = ThreadRecorder()
+    pipeline, _ = run(CountingSource(3), predictor)
+    assert pipeline.join(10)
+    assert [kind for kind, _, _ in predictor.calls] == ["infer"] * 3
+    assert any(r.message == "pipeline.warmup_skipped" for r in caplog.records)
+
+
+def test_two_buffer_sets_alternate_and_are_never_overwritten_in_use() -> None:
+    first, second = ReusingPre(), ReusingPre()
+    predictor = ThreadRecorder(delay_s=0.01)  # the pre stage runs ahead while the predictor works
+    pspec = PipelineSpec(name="p", source="memory://", model="m", queue=QueueSpec(size=8))
+    results: List[FrameResult] = []
+    pipeline = Pipeline(pspec, CountingSource(20), LocalInference(first, predictor, post, spare=second),
+                        results.extend)
+    pipeline.start()
+    assert pipeline.join(10)
+    # each frame's value reached the predictor intact: its buffer was not refilled while in use
+    assert [r.outputs["mean"] for r in results] == [float(i) for i in range(20)]
+    used = {array for kind, _, array in predictor.calls if kind == "infer"}
+    assert used == {id(first.out), id(second.out)}
+
+
+def test_results_reach_the_sink_together_and_a_bad_one_fails_alone() -> None:
+    calls: List[List[int]] = []
+    stored: List[FrameResult] = []
+
+    def sink(results: Sequence[FrameResult]) -> None:
+        calls.append([r.frame for r in results])
+        if any(r.frame == 13 for r in results):
+            raise ValueError("cannot encode frame 13")  # stores none of them, like the spool's transaction
+        stored.extend(results)
+
+    slow_post_calls = 0
+
+    def slow_post(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> List[Dict[str, Any]]:
+        nonlocal slow_post_calls
+        slow_post_calls += 1
+        if slow_post_calls == 1:
+            time.sleep(0.3)  # results queue up behind the first: the post thread then takes them at once
+        return post(outputs, metas)
+
+    pspec = PipelineSpec(name="p", source="memory://", model="m", queue=QueueSpec(size=32))
+    pipeline = Pipeline(pspec, CountingSource(30), LocalInference(pre, MeanPredictor(), slow_post), sink)
+    pipeline.start()
+    assert pipeline.join(10)
+    assert max(len(c) for c in calls) > 1
+    assert [r.frame for r in stored] == [i for i in range(30) if i != 13]
+    snap = pipeline.stats.snapshot()
+    assert snap["frames_published"] == 29 and snap["errors"] == 1 and "frame 13" in snap["last_error"]

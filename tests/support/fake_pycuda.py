@@ -2,7 +2,9 @@
 
 It is strict where real CUDA is strict, so tests catch what would break on a Jetson:
 every operation needs a context made current on the calling thread (pycuda raises
-"invalid device context" otherwise), copies must fit their allocation, and async
+"invalid device context" otherwise), a stream dropped without a context current is
+recorded in ``FakeGpu.leaked`` (pycuda leaks it with a warning when that happens on a
+thread other than the context's), copies must fit their allocation, and async
 work queued on a stream only happens when the stream is synchronised — so reading
 results before ``synchronize()`` gives stale data, as on a GPU. ``FakeGpu`` is shared
 with the FAKE TensorRT (tests/support/fake_tensorrt.py), whose engines read and write
@@ -32,6 +34,7 @@ class FakeGpu:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.pushes: Dict[str, int] = defaultdict(int)  # thread name -> pushes, to see workers bind the context
+        self.leaked: List[str] = []  # CUDA objects dropped with no context current: not cleaned up
 
     # context bookkeeping ---------------------------------------------------------
     def stack(self) -> List[Any]:
@@ -140,6 +143,10 @@ def make_fake_pycuda(gpu: FakeGpu, name: str = "FAKE Orin", compute_capability: 
         def __init__(self, flags: int = 0) -> None:
             gpu.require_context("cuStreamCreate")
             self.handle = next(handles)
+
+        def __del__(self) -> None:
+            if not gpu.stack():
+                gpu.leaked.append(f"stream {self.handle} (thread {threading.current_thread().name})")
 
         def synchronize(self) -> None:
             gpu.require_context("cuStreamSynchronize")

@@ -1,9 +1,10 @@
-"""ONNX Runtime on CPU at full precision: the accuracy gate's reference for ONNX models."""
+"""ONNX Runtime at full precision: the accuracy gate's reference for ONNX models (CPU), and the
+predictor of ``backend: tensorrt`` models on machines without TensorRT (agent/backends/onnxruntime/backend.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,22 +17,27 @@ _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(dou
            "tensor(bool)": "bool"}
 
 
+REFERENCE = Placement("onnxruntime", "onnxruntime-cpu", "cpu", "fp32",
+                      ["reference: ONNX Runtime CPU execution provider"])
+CPU_PROVIDERS: Tuple[str, ...] = ("CPUExecutionProvider",)
+
+
 class OnnxRuntimePredictor(Predictor):
-    """One ORT session (CPU execution provider, all graph optimizations that keep fp32).
+    """One ORT session (by default the CPU execution provider, all graph optimizations that keep fp32).
 
     ``clone()`` shares the session: ORT's ``run`` is safe to call from several threads.
     """
 
-    def __init__(self, model: Path, threads: int = 2, session: Optional[Any] = None) -> None:
+    def __init__(self, model: Path, threads: int = 2, session: Optional[Any] = None,
+                 providers: Sequence[str] = CPU_PROVIDERS, placement: Placement = REFERENCE) -> None:
         if session is None:
-            session = _open(model, threads)
+            session = _open(model, threads, providers)
         self._session = session
         self._model = model
         self._inputs = [_info(i) for i in session.get_inputs()]
         self._outputs = [_info(o) for o in session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]
-        self.placement = Placement("onnxruntime", "onnxruntime-cpu", "cpu", "fp32",
-                                   ["reference: ONNX Runtime CPU execution provider"])
+        self.placement = placement
 
     @property
     def inputs(self) -> List[TensorInfo]:
@@ -51,18 +57,23 @@ class OnnxRuntimePredictor(Predictor):
             raise PredictorError(f"ONNX Runtime failed on {self._model.name}: {exc}") from exc
         return dict(zip(self._output_names, values))
 
+    @property
+    def providers(self) -> List[str]:
+        """The execution providers the session really uses, best first."""
+        return list(self._session.get_providers())
+
     def clone(self) -> OnnxRuntimePredictor:
-        return OnnxRuntimePredictor(self._model, session=self._session)
+        return OnnxRuntimePredictor(self._model, session=self._session, placement=self.placement)
 
 
-def _open(model: Path, threads: int) -> Any:
+def _open(model: Path, threads: int, providers: Sequence[str]) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model), sess_options=options, providers=list(providers))
     except Exception as exc:
         raise PredictorError(f"ONNX Runtime cannot load {model}: {exc}. Check the file (onnx.checker)") from exc
 

@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from agent.backends.paddle.accel import Acceleration, acceleration_chain
 from agent.backends.paddle.caps import PaddleCapabilities, detect_capabilities
 from agent.backends.paddle.config import (
     ShapeRange,
@@ -28,12 +30,8 @@ from agent.backends.paddle.config import (
     missing_ranges,
     shape_ranges,
 )
-from agent.backends.paddle.feeds import (
-    CalibrationFeeds,
-    calibration_inputs,
-    shared_calibration_feeds,
-    warmup_feeds,
-)
+from agent.backends.paddle.feeds import calibration_inputs, warmup_feeds
+from agent.backends.paddle.openmp import blocktime_for, set_thread_blocktime
 from agent.backends.paddle.pirtrt import convert as convert_pir_trt
 from agent.backends.paddle.pirtrt import make_request, program_paths, relocated
 from agent.backends.paddle.plan import (
@@ -45,8 +43,8 @@ from agent.backends.paddle.plan import (
     reference_plan,
 )
 from agent.backends.paddle.signature import ProgramSignature, read_signature
-from agent.engines.contract import Backend, BuildInfo, Placement, Predictor, TensorInfo
-from agent.errors import BuildError, CacheError, CapabilityError, PredictorError
+from agent.engines.contract import Backend, BuildInfo, CalibrationFeeds, Placement, Predictor, SampleFeed, TensorInfo
+from agent.errors import AgentError, BuildError, CacheError, CapabilityError, PredictorError
 from agent.logs import event
 from agent.manifest.models import ModelSpec
 from agent.progress import ProgressTimer
@@ -103,6 +101,21 @@ class PaddlePredictor(Predictor):
             raise PredictorError(f"Paddle failed to run on input shapes {shapes}: {first_line(exc)}") from exc
         return {name: handle.copy_to_cpu() for name, handle in self._out}
 
+    def warm_up(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """The first run (Paddle's one-off cost), then a timed second one: on the CPU, a model whose
+        inference is short gets OpenMP blocktime 0 in this thread, others the default
+        (agent/backends/paddle/openmp.py)."""
+        self.infer(feeds)
+        if self.placement.device != "cpu":
+            return
+        started = time.perf_counter()
+        self.infer(feeds)
+        infer_ms = (time.perf_counter() - started) * 1000.0
+        blocktime = blocktime_for(infer_ms)
+        if blocktime is not None and set_thread_blocktime(blocktime):
+            event(log, logging.INFO if blocktime == 0 else logging.DEBUG, "paddle.blocktime",
+                  blocktime_ms=blocktime, infer_ms=round(infer_ms, 3))
+
     def clone(self) -> PaddlePredictor:
         # predictor.clone() shares the weights (and TensorRT engines) of this one
         return PaddlePredictor(self._predictor.clone(), self.placement, self._inputs, self._outputs)
@@ -128,6 +141,7 @@ class BuildRecord:
     calibrate: bool
     built_dir: str  # the (temporary) directory it was built in; PIR-TRT programs embed it
     report: Dict[str, Any] = field(default_factory=dict)
+    mkldnn: Optional[bool] = None  # oneDNN as the build settled it; None: as cpu.mkldnn says
 
     def plan(self) -> PaddlePlan:
         return PaddlePlan(self.route, self.device, self.precision, tuple(self.notes), self.fallback_reason)
@@ -150,12 +164,14 @@ class PaddleBackend(Backend):
     def __init__(
         self,
         capabilities: Optional[PaddleCapabilities] = None,
-        calibration_feeds: CalibrationFeeds = shared_calibration_feeds,
         config_factory: Optional[ConfigFactory] = None,
         create_predictor: Optional[PredictorFactory] = None,
+        sample_feed: Optional[SampleFeed] = None,
     ) -> None:
+        """``sample_feed``: one preprocessed frame for the warm-up of models whose manifest declares
+        no input shapes (the composition root passes agent.processing's); without it they are not run."""
         self._caps = capabilities
-        self._calibration_feeds = calibration_feeds
+        self._sample_feed = sample_feed
         self._config_factory = config_factory
         self._create_predictor = create_predictor
         self._warned: Set[Tuple[str, str, str]] = set()
@@ -178,9 +194,10 @@ class PaddleBackend(Backend):
         self._warn_once(spec, precision, plan)
         return plan
 
-    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildInfo:
+    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+              calibration: Optional[CalibrationFeeds] = None) -> BuildInfo:
         try:
-            record = self._build(spec, precision, entry_dir, progress)
+            record = self._build(spec, precision, entry_dir, progress, calibration)
         except (CapabilityError, BuildError):
             raise
         except PredictorError as exc:
@@ -202,10 +219,11 @@ class PaddleBackend(Backend):
         if record.program is not None and record.params is not None:
             program, params = entry_dir / record.program, entry_dir / record.params
             _require_files(entry_dir, program, params)
-            return self._predictor(spec, plan, ranges, program, params, None, ir_optim=record.ir_optim)
+            return self._predictor(spec, plan, ranges, program, params, None, ir_optim=record.ir_optim,
+                                   mkldnn=record.mkldnn)
         cache_dir = entry_dir if record.route == ROUTE_TRT else None
         return self._predictor(spec, plan, ranges, Path(spec.model), _params(spec), cache_dir,
-                               calibrate=record.calibrate)
+                               calibrate=record.calibrate, ir_optim=record.ir_optim, mkldnn=record.mkldnn)
 
     def reference(self, spec: ModelSpec) -> PaddlePredictor:
         model, params = Path(spec.model), _params(spec)
@@ -215,7 +233,8 @@ class PaddleBackend(Backend):
         return self._wrap(self._create(config, spec), plan, spec, read_signature(model))
 
     # -- build ----------------------------------------------------------------------------
-    def _build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildRecord:
+    def _build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+               calibration: Optional[CalibrationFeeds]) -> BuildRecord:
         plan = self.plan(spec, precision)
         sig = read_signature(Path(spec.model))
         names = _input_names(spec, sig)
@@ -228,19 +247,56 @@ class PaddleBackend(Backend):
         if plan.route == ROUTE_PIR_TRT:
             return self._build_pir_trt(spec, plan, ranges, entry_dir, progress)
         if plan.route == ROUTE_TRT:
-            return self._build_paddle_trt(spec, plan, ranges, entry_dir, progress)
-        if plan.device == "cpu" and not is_pir(spec):
-            return self._build_cpu_optimized(spec, plan, ranges, entry_dir, progress)
-        predictor = self._predictor(spec, plan, ranges, Path(spec.model), _params(spec), None)
+            return self._build_paddle_trt(spec, plan, ranges, entry_dir, progress, calibration)
+        return self._build_native(spec, plan, ranges, entry_dir, progress)
+
+    def _build_native(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
+                      entry_dir: Path, progress: ProgressTimer) -> BuildRecord:
+        """Paddle's own kernels, healing itself: when the model fails to load or to run its warm-up
+        under an optional acceleration, retry without it (agent/backends/paddle/accel.py) and
+        say so in the record's notes. ``require_target`` turns the retries off."""
+        steps = acceleration_chain(spec, plan)
+        disabled: List[str] = []
+        for i, accel in enumerate(steps):
+            step_plan = PaddlePlan(plan.route, plan.device, plan.precision, (*plan.notes, *disabled),
+                                   plan.fallback_reason)
+            try:
+                return self._build_native_with(spec, step_plan, ranges, entry_dir, progress, accel)
+            except PredictorError as exc:
+                if i + 1 == len(steps):
+                    raise
+                what = accel.dropped_by(steps[i + 1])
+                if spec.require_target:
+                    raise BuildError(
+                        f"{exc}. require_target is set, so the build does not retry with {what}; set "
+                        f"require_target: false to allow it{_mkldnn_hint(what)}"
+                    ) from exc
+                disabled.append(f"{what}: {exc}")
+                event(log, logging.WARNING, "paddle.acceleration_fallback", model=spec.name, disabled=what,
+                      error=str(exc))
+                for path in entry_dir.glob("_optimized.*"):
+                    path.unlink()
+        raise AssertionError("acceleration_chain() is never empty")
+
+    def _build_native_with(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
+                           entry_dir: Path, progress: ProgressTimer, accel: Acceleration) -> BuildRecord:
+        if plan.device == "cpu" and not is_pir(spec) and accel.ir_optim:
+            return self._build_cpu_optimized(spec, plan, ranges, entry_dir, progress, accel.mkldnn)
+        predictor = self._predictor(spec, plan, ranges, Path(spec.model), _params(spec), None,
+                                    ir_optim=accel.ir_optim, mkldnn=accel.mkldnn)
         report = self._warm_up(predictor, spec, ranges, progress)
-        return _record(plan, entry_dir, report)
+        return _record(plan, entry_dir, report, ir_optim=accel.ir_optim, mkldnn=accel.mkldnn)
 
     def _build_paddle_trt(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
-                          entry_dir: Path, progress: ProgressTimer) -> BuildRecord:
+                          entry_dir: Path, progress: ProgressTimer,
+                          calibration: Optional[CalibrationFeeds]) -> BuildRecord:
         calibrate = plan.precision == "int8" and spec.calib_mode
         report: Dict[str, Any] = {}
         if calibrate:
-            report["calibration_batches"] = self._calibrate(spec, plan, ranges, entry_dir, progress)
+            if calibration is None:
+                raise BuildError(f"model '{spec.name}': int8 calibration needs the preparer's calibration feeds; "
+                                 "build it with `edge-agent build`, or use fp16")
+            report["calibration_batches"] = self._calibrate(spec, plan, ranges, entry_dir, progress, calibration)
         predictor = self._predictor(spec, plan, ranges, Path(spec.model), _params(spec), entry_dir,
                                     calibrate=calibrate)
         report.update(self._warm_up(predictor, spec, ranges, progress))
@@ -256,7 +312,7 @@ class PaddleBackend(Backend):
         return _record(plan, entry_dir, report, calibrate=calibrate)
 
     def _calibrate(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange], entry_dir: Path,
-                   progress: ProgressTimer) -> int:
+                   progress: ProgressTimer, calibration: CalibrationFeeds) -> int:
         """TensorRT PTQ through Paddle: run the images with use_calib_mode=True; Paddle writes the
         table (``_opt_cache/trt_calib_*``) when that predictor is destroyed, and the next predictor
         with the same settings builds the INT8 engine from it."""
@@ -265,7 +321,7 @@ class PaddleBackend(Backend):
         total = -(-calib.count // calib.batch_size) if calib is not None else 0  # at most, in batches
         batches = 0
         inputs = calibration_inputs(predictor.inputs, ranges)
-        for batches, feed in enumerate(self._calibration_feeds(spec, inputs), start=1):
+        for batches, feed in enumerate(calibration(inputs), start=1):
             predictor.infer(feed)
             progress("calibrate", "int8 calibration batch", batches, total)
         predictor.close()
@@ -295,35 +351,35 @@ class PaddleBackend(Backend):
         return _record(plan, entry_dir, self._warm_up(predictor, spec, ranges, progress))
 
     def _build_cpu_optimized(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
-                             entry_dir: Path, progress: ProgressTimer) -> BuildRecord:
+                             entry_dir: Path, progress: ProgressTimer, mkldnn: bool) -> BuildRecord:
         """Save the IR-optimized program into the entry and keep it only if it loads with IR
         optimization off and gives the same outputs (measured: 2-5x faster predictor creation for
         legacy programs; see docs/paddle.md). PIR programs are not saved: with oneDNN the saved
         program does not load on Paddle 3.3.1 ("Unknown id onednn_op for decompress dialect")."""
         model, params = Path(spec.model), _params(spec)
-        saver = self._predictor(spec, plan, ranges, model, params, entry_dir, save_optimized=True)
+        saver = self._predictor(spec, plan, ranges, model, params, entry_dir, save_optimized=True, mkldnn=mkldnn)
         report = self._warm_up(saver, spec, ranges, progress)
         program, weights = entry_dir / OPTIMIZED_MODEL, entry_dir / OPTIMIZED_PARAMS
-        problem = self._check_optimized(spec, plan, ranges, saver, program, weights)
+        problem = self._check_optimized(spec, plan, ranges, saver, program, weights, mkldnn)
         if problem:
             for path in entry_dir.glob("_optimized.*"):
                 path.unlink()
             event(log, logging.INFO, "paddle.optimized_program_rejected", model=spec.name, reason=problem)
             notes = (*plan.notes, f"optimized program not used ({problem}); IR passes run at every load")
             plan = PaddlePlan(plan.route, plan.device, plan.precision, notes, plan.fallback_reason)
-            return _record(plan, entry_dir, dict(report, optimized_program=False))
+            return _record(plan, entry_dir, dict(report, optimized_program=False), mkldnn=mkldnn)
         return _record(plan, entry_dir, dict(report, optimized_program=True), program=program.name,
-                       params=weights.name, ir_optim=False)
+                       params=weights.name, ir_optim=False, mkldnn=mkldnn)
 
     def _check_optimized(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
-                         saver: PaddlePredictor, program: Path, weights: Path) -> str:
+                         saver: PaddlePredictor, program: Path, weights: Path, mkldnn: bool) -> str:
         if not program.exists() or not weights.exists():
             return f"Paddle wrote no {program.name}"
-        feeds = warmup_feeds(ranges, _dtypes(spec, saver.inputs))
-        if not feeds or len(ranges) < len(saver.inputs):
+        feeds = self._warmup_feeds(spec, saver, ranges)
+        if not feeds:
             return "input shapes unknown, so it cannot be checked; declare inputs: to enable it"
         try:
-            loaded = self._predictor(spec, plan, ranges, program, weights, None, ir_optim=False)
+            loaded = self._predictor(spec, plan, ranges, program, weights, None, ir_optim=False, mkldnn=mkldnn)
             for _, feed in feeds:
                 expected, got = saver.infer(feed), loaded.infer(feed)
                 for name, value in expected.items():
@@ -335,23 +391,37 @@ class PaddleBackend(Backend):
 
     def _warm_up(self, predictor: PaddlePredictor, spec: ModelSpec, ranges: Mapping[str, ShapeRange],
                  progress: ProgressTimer) -> Dict[str, Any]:
-        if len(ranges) < len(predictor.inputs):
-            event(log, logging.DEBUG, "paddle.warmup_skipped", model=spec.name,
-                  reason="input shapes unknown; declare inputs: in the manifest")
+        feeds = self._warmup_feeds(spec, predictor, ranges)
+        if not feeds:
+            event(log, logging.INFO, "paddle.warmup_skipped", model=spec.name,
+                  reason="input shapes unknown and not derivable from preprocess; declare inputs: in the manifest")
             return {"warmup": []}
-        feeds = warmup_feeds(ranges, _dtypes(spec, predictor.inputs))
         for step, (label, feed) in enumerate(feeds, start=1):
             progress("warmup", f"{label} shapes", step, len(feeds))
             predictor.infer(feed)
         return {"warmup": [{n: list(a.shape) for n, a in feed.items()} for _, feed in feeds]}
 
+    def _warmup_feeds(self, spec: ModelSpec, predictor: PaddlePredictor,
+                      ranges: Mapping[str, ShapeRange]) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+        """The declared shape ranges (min/opt/max) when every input has one; else one frame through
+        the model's preprocessing; else nothing."""
+        if len(ranges) >= len(predictor.inputs):
+            return warmup_feeds(ranges, _dtypes(spec, predictor.inputs))
+        if self._sample_feed is None:
+            return []
+        try:
+            return [("preprocess", self._sample_feed(spec, predictor.inputs))]
+        except AgentError as exc:
+            event(log, logging.INFO, "paddle.warmup_underivable", model=spec.name, reason=str(exc))
+            return []
+
     # -- predictor creation -----------------------------------------------------------------
     def _predictor(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange], program: Path,
                    params: Path, cache_dir: Optional[Path], *, calibrate: bool = False, ir_optim: bool = True,
-                   save_optimized: bool = False) -> PaddlePredictor:
+                   save_optimized: bool = False, mkldnn: Optional[bool] = None) -> PaddlePredictor:
         config = self._config(program, params)
         configure(config, spec, plan, ranges, cache_dir, calibrate=calibrate, ir_optim=ir_optim,
-                  save_optimized=save_optimized)
+                  save_optimized=save_optimized, mkldnn=mkldnn)
         return self._wrap(self._create(config, spec), plan, spec, read_signature(program))
 
     def _config(self, program: Path, params: Path) -> Any:
@@ -409,9 +479,14 @@ class PaddleBackend(Backend):
 
 
 def _record(plan: PaddlePlan, entry_dir: Path, report: Dict[str, Any], *, program: Optional[str] = None,
-            params: Optional[str] = None, ir_optim: bool = True, calibrate: bool = False) -> BuildRecord:
+            params: Optional[str] = None, ir_optim: bool = True, calibrate: bool = False,
+            mkldnn: Optional[bool] = None) -> BuildRecord:
     return BuildRecord(plan.route, plan.device, plan.precision, list(plan.notes), plan.fallback_reason, program,
-                       params, ir_optim, calibrate, os.path.abspath(entry_dir), report)
+                       params, ir_optim, calibrate, os.path.abspath(entry_dir), report, mkldnn)
+
+
+def _mkldnn_hint(what: str) -> str:
+    return ", or set cpu: {mkldnn: false}" if what.startswith("oneDNN") else ""
 
 
 def _input_names(spec: ModelSpec, sig: ProgramSignature) -> List[str]:

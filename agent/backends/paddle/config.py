@@ -74,7 +74,7 @@ def precision_type(precision: str) -> Any:
 
 def configure(config: Any, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
               entry_dir: Optional[Path], *, calibrate: bool = False, ir_optim: bool = True,
-              save_optimized: bool = False) -> None:
+              save_optimized: bool = False, mkldnn: Optional[bool] = None) -> None:
     """Apply ``plan`` to ``config``; then check that Paddle took it (``verify``).
 
     ``calibrate``: pass ``use_calib_mode=True`` (INT8 post-training calibration, paddle-trt only);
@@ -89,7 +89,7 @@ def configure(config: Any, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[st
         if plan.route == ROUTE_TRT:
             _enable_tensorrt(config, spec, plan, ranges, calibrate)
     else:
-        if spec.cpu.mkldnn:
+        if spec.cpu.mkldnn if mkldnn is None else mkldnn:
             config.enable_mkldnn()
         else:
             config.disable_mkldnn()

@@ -12,7 +12,6 @@ CapabilityError for tensorrt models) on machines without them.
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,12 +23,13 @@ import numpy as np
 from agent.backends.onnxruntime.predictor import OnnxRuntimePredictor
 from agent.backends.tensorrt.api import TrtApi, TrtLog
 from agent.backends.tensorrt.build import PlanBuilder
-from agent.backends.tensorrt.calibrator import CalibrationFeeds
 from agent.backends.tensorrt.cuda import CudaDevice
 from agent.backends.tensorrt.execution import ExecutionLane, IoTensor, describe_engine
 from agent.backends.tensorrt.network import Converter, Paddle2Onnx, onnx_model_for
 from agent.backends.tensorrt.plan import PlanIndex, PlanLoadError, deserialize_plan
-from agent.engines.contract import Backend, BuildInfo, Placement, Predictor, TensorInfo
+from agent.backends.versions import package_version
+from agent.engines.contract import Backend, BuildInfo, CalibrationFeeds, Placement, Predictor, TensorInfo
+from agent.errors import CapabilityError
 from agent.manifest.models import ModelSpec
 from agent.progress import ProgressTimer
 
@@ -46,7 +46,6 @@ class TensorRTBackend(Backend):
     def __init__(
         self,
         timing_cache_dir: Optional[Path] = None,
-        calibration_feeds: Optional[CalibrationFeeds] = None,
         api: Optional[TrtApi] = None,
         device: Optional[CudaDevice] = None,
         convert: Optional[Converter] = None,
@@ -59,7 +58,6 @@ class TensorRTBackend(Backend):
         a fresh paddle2onnx conversion.
         """
         self.timing_cache_dir = timing_cache_dir
-        self.calibration_feeds = calibration_feeds
         self._api = api
         self._device = device
         self.convert: Converter = convert or Paddle2Onnx()
@@ -77,12 +75,21 @@ class TensorRTBackend(Backend):
             self._device = CudaDevice.open()
         return self._device
 
+    def unavailable_reason(self) -> str:
+        """Why TensorRT cannot build or run here (no TensorRT library, no pycuda, no CUDA device), or ""."""
+        try:
+            _ = self.api, self.device
+        except CapabilityError as exc:
+            return str(exc)
+        return ""
+
     def identity(self) -> Dict[str, str]:
-        return {"tensorrt": str(self.api.version), "paddle2onnx": _version_of("paddle2onnx"),
+        return {"tensorrt": str(self.api.version), "paddle2onnx": package_version("paddle2onnx"),
                 "entry_format": ENTRY_FORMAT}
 
-    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildInfo:
-        builder = PlanBuilder(self.api, self.device, self.convert, self.calibration_feeds, self.timing_cache_dir)
+    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+              calibration: Optional[CalibrationFeeds] = None) -> BuildInfo:
+        builder = PlanBuilder(self.api, self.device, self.convert, calibration, self.timing_cache_dir)
         return builder.build(spec, precision, entry_dir, progress)
 
     def load(self, spec: ModelSpec, precision: str, entry_dir: Path) -> TensorRTPredictor:
@@ -110,13 +117,6 @@ class TensorRTBackend(Backend):
             return OnnxRuntimePredictor(path)  # the session holds the model; the file can go
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _version_of(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 @dataclass

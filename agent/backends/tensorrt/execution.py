@@ -24,7 +24,7 @@ from agent.errors import PredictorError
 if TYPE_CHECKING:
     import tensorrt as trt
 
-    from agent.backends.tensorrt.cuda import DeviceBuffer
+    from agent.backends.tensorrt.cuda import CudaStream, DeviceBuffer
 
 _SHAPES_KEPT = 4  # distinct input-shape sets whose buffers stay allocated
 
@@ -181,11 +181,14 @@ class ExecutionLane:
                                  "The device may be out of memory; run fewer pipelines or workers")
         self.binder: _Binder = (_TensorBinder(api, self.context) if hasattr(self.context, "execute_async_v3")
                                 else _BindingsBinder(api, self.context, len(io)))
-        self.stream = device.stream()
+        self.stream: Optional[CudaStream] = device.stream()
         self._buffers: OrderedDict[Tuple[Shape, ...], _Buffers] = OrderedDict()
         self._bound: Optional[Tuple[Shape, ...]] = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        stream = self.stream
+        if stream is None:
+            raise PredictorError("this TensorRT predictor was closed; load the model again")
         missing = [t.name for t in self.inputs if t.name not in feeds]
         if missing:
             raise PredictorError(f"missing input(s) {missing}; the engine takes {[t.name for t in self.inputs]}")
@@ -197,13 +200,13 @@ class ExecutionLane:
                 np.copyto(host, feeds[tensor.name], casting="same_kind")
             except TypeError as exc:
                 raise PredictorError(f"input '{tensor.name}': {exc}; the engine takes {tensor.dtype.name}") from None
-            self.device.upload_async(buffers.device[tensor.name], host, self.stream)
-        if not self.binder.execute(self.stream.handle):
+            self.device.upload_async(buffers.device[tensor.name], host, stream)
+        if not self.binder.execute(stream.handle):
             reason = "; ".join(self.sink.take_errors()) or "no reason given"
             raise PredictorError(f"TensorRT execution failed: {reason}")
         for tensor in self.outputs:
-            self.device.download_async(buffers.host[tensor.name], buffers.device[tensor.name], self.stream)
-        self.stream.synchronize()
+            self.device.download_async(buffers.host[tensor.name], buffers.device[tensor.name], stream)
+        stream.synchronize()
         # Copies: the page-locked buffers are overwritten by the next call.
         return {t.name: buffers.host[t.name].copy() for t in self.outputs}
 
@@ -257,3 +260,8 @@ class ExecutionLane:
             buffers.free()
         self._buffers.clear()
         self._bound = None
+        # pycuda destroys a stream (and page-locked memory) when the object goes; on another thread
+        # than the context's and without it current, it cannot, warns "stream in out-of-thread
+        # context could not be cleaned up" and leaks it (seen on the GPU for clones closed on their
+        # worker thread). Dropped here, inside device.active(), it is destroyed now.
+        self.stream = None

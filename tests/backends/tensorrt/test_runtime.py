@@ -32,6 +32,9 @@ def test_infer_matches_onnxruntime_across_releases_and_shapes(rig, version):
         np.testing.assert_allclose(out["prob"], reference(spec.model, x), rtol=1e-6)
     predictor.close()
     assert r.gpu.memory == {}
+    predictor.close()  # twice is harmless
+    with pytest.raises(PredictorError, match="predictor was closed"):
+        predictor.infer({"x": sample(1)})
 
 
 def test_tensor_api_from_8_5_and_bindings_before(rig):
@@ -80,6 +83,7 @@ def test_clones_run_on_worker_threads_with_the_context_pushed(rig):
         clone = predictor.clone()
         results[name] = clone.infer({"x": x})["prob"]
         clone.close()
+        del clone  # what is left of it goes now, on this thread, with no context current
 
     threads = [threading.Thread(target=work, args=(f"worker{i}",), name=f"worker{i}") for i in range(2)]
     for t in threads:
@@ -91,6 +95,7 @@ def test_clones_run_on_worker_threads_with_the_context_pushed(rig):
         np.testing.assert_allclose(results[name], expected, rtol=1e-6)
         assert r.gpu.pushes[name] >= 1
     assert r.gpu.stack() == []  # every push was popped
+    assert r.gpu.leaked == []  # close() released the clones' streams inside the context
 
 
 def test_dla_all_alternates_frames_between_cores(rig):
