@@ -16,9 +16,9 @@ from agent.errors import EX_USAGE, FleetError
 from agent.fleet.envelope import TARGET_PATTERN, ModelFile, build_envelope, parse_envelope
 from agent.fleet.keys import generate_private_key, key_id, load_private_key, private_pem, public_b64, public_pem
 from agent.fleet.publish import BrokerTarget, publish_retained
+from agent.hashing import sha256_file
 from agent.manifest.config import DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN
 from agent.manifest.problems import InvalidConfigError
-from agent.manifest.references import file_sha256
 from agent.manifest.yamlload import parse_yaml
 from agent.mqtt.credentials import read_password
 from agent.mqtt.topics import Topics
@@ -157,7 +157,7 @@ def _model_file(path: Path, manifest_dir: Path) -> ModelFile:
         raise FleetError(f"--model-sha {path}: not under the manifest's directory {manifest_dir}; lay the files out "
                          "as on the device (relative to its first fleet.allowed_model_dirs entry)")
     try:
-        digest = file_sha256(str(path))
+        digest = sha256_file(path)
     except OSError as exc:
         raise FleetError(f"--model-sha {path}: cannot read it ({exc.strerror or exc})") from None
     return ModelFile(path=Path(rel).as_posix(), sha256=digest)

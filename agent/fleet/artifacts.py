@@ -34,10 +34,10 @@ from agent.errors import FleetError
 from agent.fleet.disk import load_json_entries, save_json_entries
 from agent.fleet.envelope import ModelFile
 from agent.fsutil import fsync_path
+from agent.hashing import sha256_file
 from agent.logs import event
 from agent.manifest.config import DownloadConfig
 from agent.manifest.paths import absolute, inside
-from agent.manifest.references import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class ArtifactFetcher:
             try:
                 resumed_from = _size(part)
                 self._transfer(job, part, progress, limiter)
-                actual = file_sha256(part)
+                actual = sha256_file(part)
                 if actual != job.model.sha256:
                     if resumed_from and not fresh_retry_done:
                         # The server's file may have changed between resumes: one clean try from byte 0.
@@ -518,6 +518,6 @@ def _unlink(path: str) -> None:
 
 def _sha_or_none(path: str) -> Optional[str]:
     try:
-        return file_sha256(path)
+        return sha256_file(path)
     except OSError:
         return None

@@ -7,7 +7,6 @@ removing or changing the meaning of one is.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -87,16 +86,6 @@ def result_payload(
         "latency_ms": dict(latency_ms),
         "outputs": outputs,
     }
-
-
-def health_payload(device_id: str, ts: Optional[float] = None, **sections: Any) -> Dict[str, Any]:
-    """The health document: schema, device_id, ts (default: now), then one key per section (agent, manifest,
-    models, pipelines, system, spool, mqtt, ...). Dataclass sections (e.g. ``LinkStats``) become plain dicts."""
-    doc: Dict[str, Any] = {"schema": HEALTH_SCHEMA, "device_id": device_id, "ts": time.time() if ts is None else ts}
-    for name, value in sections.items():
-        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        doc[name] = dataclasses.asdict(value) if is_instance else value
-    return doc
 
 
 def event_payload(kind: str, ts: Optional[float] = None, **fields: Any) -> Dict[str, Any]:
