@@ -70,6 +70,13 @@ def test_a_good_update_reaches_every_simulated_device_in_waves(tmp_path: Path, m
     assert len(rows) == DEVICES and all(r["online"] and r["applied"] == 2 for r in rows)
     assert all(r["last_attempt"]["status"] == "applied" and r["fps"] == 10.0 for r in rows)
 
+    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--wait", "1"]) == 0
+    table = capsys.readouterr()
+    lines = table.out.splitlines()
+    assert lines[0].split()[:4] == ["device", "online", "applied", "last"] and len(lines) == DEVICES + 1
+    assert lines[1].split()[:5] == ["sim-00000", "yes", "2", "v2", "applied"]
+    assert f"{DEVICES} devices, {DEVICES} online" in table.err
+
 
 def test_a_bad_update_stops_at_the_canary(tmp_path: Path, mqtt_broker: Broker, sim: FleetSimulator,
                                          capsys: pytest.CaptureFixture[str]) -> None:
