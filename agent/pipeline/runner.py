@@ -187,11 +187,13 @@ class Pipeline:
     def _pre(self) -> None:
         try:
             while True:
-                batch = self._next_batch()
-                if batch is None:
-                    break
+                # a free buffer set first, then the frames: a live source's newest frames, not ones that
+                # waited here for the predictor
                 buffers = self._take(self._free)
                 if buffers is None:
+                    break
+                batch = self._next_batch()
+                if batch is None:
                     break
                 started = time.monotonic()
                 try:
