@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional
 
+from agent.backends.registry import make_backends
 from agent.engines.contract import Backend
 from agent.errors import AgentError
 from agent.fleet.verify import TrustPolicy
@@ -21,8 +22,7 @@ from agent.manifest.load import LoadedManifest, validate_files
 from agent.manifest.problems import Problem, ValidationReport, format_path
 from agent.manifest.yamlload import FieldPath, YamlDocument, YamlLimits, parse_yaml, read_yaml
 from agent.mqtt.link import tls_context
-from agent.processing.preprocess import Preprocessor
-from agent.service.wiring import make_backends
+from agent.processing.preprocess import Preprocessor, sample_feed
 from agent.sources.uri import parse_uri
 
 
@@ -32,7 +32,7 @@ def validate_deployment(config_path: Optional[Path], manifest_path: Optional[Pat
     def more(config: Optional[AgentConfig], config_file: Optional[Path],
              loaded: Optional[LoadedManifest]) -> List[Problem]:
         cache_dir = Path(config.cache_dir) if config is not None else Path.cwd() / "cache"
-        backends = make_backends(cache_dir) if loaded is not None else {}
+        backends = make_backends(cache_dir, sample_feed) if loaded is not None else {}
         return deployment_problems(config, config_file, loaded, backends)
 
     return validate_files(config_path, manifest_path, more)
