@@ -17,7 +17,10 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
     return BenchSettings(work=args.work, models=tuple(args.models), frames=args.frames, threads=args.threads,
                          repeat=args.repeat, max_repeat=max(args.max_repeat, args.repeat), target=args.target,
                          precision=args.precision, overlap=not args.no_overlap,
-                         switch_interval_ms=args.switch_interval_ms, legacy_format=args.legacy_format)
+                         switch_interval_ms=args.switch_interval_ms, legacy_format=args.legacy_format,
+                         capacity_frames=args.capacity_frames, infer_ms=tuple(args.infer_ms),
+                         capacity_pipelines=tuple(args.pipelines), drain_results=args.drain_results,
+                         first_frame=not args.no_first_frame)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

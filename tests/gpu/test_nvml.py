@@ -5,13 +5,11 @@ Run on a GPU machine: ``python3 -m pytest -m gpu tests/gpu``; skips with the rea
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from agent.telemetry.collect import HealthCollector
 from agent.telemetry.nvml import NvmlReader
-from tests.support.gpu import pynvml_or_skip
+from tests.support.gpu import figure, pynvml_or_skip
 
 pytestmark = pytest.mark.gpu
 
@@ -21,11 +19,6 @@ GIB = 1 << 30
 # A data-centre GPU answers every metric; consumer boards may lack power, Tegra all of them.
 EVERY_FIELD = {"index", "name", "util_percent", "memory_used_bytes", "memory_total_bytes", "temperature_c",
                "power_watts"}
-
-
-def figure(record_property: Any, name: str, value: Any) -> None:
-    record_property(name, value)
-    print(f"figure {name} = {value}")
 
 
 def test_reader_reads_the_real_gpu(record_property):

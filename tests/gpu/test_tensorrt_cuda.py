@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Dict, List, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -24,7 +24,7 @@ import pytest
 from agent.backends.tensorrt.cuda import CudaDevice
 from tests.backends.tensorrt.conftest import DYNAMIC_INPUT, Rig
 from tests.support.cuda_memory import PycudaMemory
-from tests.support.gpu import pycuda_driver_or_skip
+from tests.support.gpu import figure, pycuda_driver_or_skip
 from tests.support.tensorrt_models import OUTPUT, classifier, sample
 
 pytestmark = pytest.mark.gpu
@@ -37,12 +37,6 @@ MIB = 1 << 20
 @pytest.fixture(scope="module")
 def device() -> CudaDevice:
     return CudaDevice.open()
-
-
-def figure(record_property: Any, name: str, value: Any) -> None:
-    """A measured value: in the junit XML and in the log (docs/status.md quotes them)."""
-    record_property(name, value)
-    print(f"figure {name} = {value}")
 
 
 def gpu_rig(tmp_path: Path, device: CudaDevice, version: str = "10.3.0") -> Rig:

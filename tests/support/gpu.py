@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,9 @@ def pynvml_or_skip() -> ModuleType:
     if count < 1:
         pytest.skip("NVML lists no GPU", allow_module_level=True)
     return pynvml
+
+
+def figure(record_property: Any, name: str, value: Any) -> None:
+    """A value measured on the GPU: in the junit XML and in the log (docs/status.md quotes them)."""
+    record_property(name, value)
+    print(f"figure {name} = {value}")
