@@ -43,7 +43,7 @@ def test_text_models_get_the_pp_ocr_rule_for_their_type_unless_resize_is_given()
 ])
 def test_limit_side(frame: tuple, limit_type: str, expected: tuple) -> None:
     spec = PreprocessSpec(resize_rule="limit_side", limit_side_len=736 if limit_type == "min" else 960,
-                          limit_type=limit_type)  # type: ignore[arg-type]
+                          limit_type=limit_type)
     out = layout(spec, None, -1, [frame])
     assert out.size == expected and out.zero_pad
     assert (out.placements[0].width, out.placements[0].height) == expected
