@@ -85,6 +85,9 @@ def fast_tables(doc: Mapping[str, Any]) -> List[str]:
                      f"{drain['drain_cpu_ms_per_result']:.3f} ms CPU per result (others used "
                      f"{drain['other_cores']:.2f} cores); spooled beforehand at {drain['spool_fill_per_s']:,.0f} "
                      f"results/s in batches of 64 ({drain['spool_fill_cpu_ms_per_result']:.3f} ms CPU each)")
+        enc = drain["encode_us"]
+        lines.append(f"== one result payload encoded: {enc['stdlib_json']} us with the agent's stdlib json, "
+                     f"{enc['orjson']} us with orjson")
     if first and "skipped" in first:
         lines.append(f"== first frame: skipped ({first['skipped']})")
     elif first:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -241,7 +241,7 @@ def test_an_unexpected_exception_while_validating_ends_rejected_and_the_next_upd
 
     real = controller.stage_manifest
 
-    def explode(envelope, *rest):
+    def explode(envelope: Any, *rest: Any) -> Any:
         if envelope.version == 2:
             raise ValueError("cannot convert float NaN to integer")
         return real(envelope, *rest)
