@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from agent.engines.cache import EngineCache
-from agent.engines.hashing import sha256_file
+from agent.hashing import sha256_file
 from agent.telemetry.jetson import JetsonReader
 from agent.telemetry.system import SystemReader
 from agent.telemetry.tegrastats import parse_tegrastats

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from agent.engines.cache import CacheEntry, EngineCache
-from agent.engines.contract import Backend, Placement, Predictor, TensorInfo
+from agent.engines.contract import Backend, CalibrationFeeds, Placement, Predictor, TensorInfo
 from agent.engines.device import DeviceIdentity
 from agent.engines.fingerprint import Fingerprint, compute_fingerprint, hash_files, hash_model_files
 from agent.engines.gate import GateResult, run_gate
@@ -29,6 +29,26 @@ log = logging.getLogger(__name__)
 # (spec, predictor inputs, image files) -> batches of model feeds through the model's own preprocessing.
 FeedFactory = Callable[[ModelSpec, Sequence[TensorInfo], Sequence[Path]], Iterator[Dict[str, np.ndarray]]]
 ImageLister = Callable[[str], List[Path]]
+
+
+def calibration_images(spec: ModelSpec, list_images: ImageLister) -> List[Path]:
+    """``calibration.images`` (at most ``count``): the one place they are listed, for the fingerprint
+    and for the build's feeds alike."""
+    if spec.calibration is None:
+        raise BuildError(f"model '{spec.name}': int8 calibration needs calibration images (calibration: "
+                         "{images: ...}), or a pre-quantized model with tensorrt.use_calib_mode: false")
+    files = list_images(spec.calibration.images)[: spec.calibration.count]
+    if not files:
+        raise BuildError(
+            f"model '{spec.name}': calibration.images matched no images: {spec.calibration.images}. "
+            "Point it at representative input images, or use a pre-quantized model with use_calib_mode: false"
+        )
+    return files
+
+
+def calibration_feeds_for(spec: ModelSpec, feeds: FeedFactory, list_images: ImageLister) -> CalibrationFeeds:
+    """What ``Backend.build`` calibrates from: the images listed when a build asks, through ``feeds``."""
+    return lambda inputs: feeds(spec, inputs, calibration_images(spec, list_images))
 
 
 class GateFailed(BuildError):
@@ -97,7 +117,7 @@ class ModelPreparer:
         file_hashes = hash_model_files(backend.files_to_hash(spec))
         calib_hash = None
         if precision == "int8" and spec.calib_mode and spec.calibration is not None:
-            calib_hash = hash_files(self._calibration_files(spec))
+            calib_hash = hash_files(calibration_images(spec, self.list_images))
         golden_hash = hash_files(self._golden_files(spec)) if spec.validation is not None else None
         return compute_fingerprint(spec, precision, backend.identity(), self.device, file_hashes, calib_hash,
                                    golden_hash)
@@ -143,7 +163,8 @@ class ModelPreparer:
 
         def builder(workdir: Path) -> Dict[str, Any]:
             timer("build", f"{precision} {spec.target} via {backend.name}")
-            info = backend.build(spec, precision, workdir, timer)
+            info = backend.build(spec, precision, workdir, timer,
+                                 calibration_feeds_for(spec, self.feeds, self.list_images))
             report: Dict[str, Any] = dict(info.report)
             report["placement"] = _placement_dict(info.placement)
             if spec.validation is not None:
@@ -187,16 +208,6 @@ class ModelPreparer:
         if not files:
             raise BuildError(f"model '{spec.name}': validation.inputs matched no images: {spec.validation.inputs}. "
                              "Point it at a few representative input images, or remove validation:")
-        return files
-
-    def _calibration_files(self, spec: ModelSpec) -> List[Path]:
-        assert spec.calibration is not None
-        files = self.list_images(spec.calibration.images)[: spec.calibration.count]
-        if not files:
-            raise BuildError(
-                f"model '{spec.name}': calibration.images matched no images: {spec.calibration.images}. "
-                "Point it at representative input images, or use a pre-quantized model with use_calib_mode: false"
-            )
         return files
 
 

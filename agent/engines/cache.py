@@ -31,9 +31,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Set, Tuple, Union
 
-from agent.engines.hashing import sha256_file
 from agent.errors import CacheError
 from agent.fsutil import atomic_write, fsync_path
+from agent.hashing import sha256_file
 from agent.logs import event
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,6 +23,16 @@ class TensorInfo:
     name: str
     shape: Tuple[int, ...]  # -1 marks a dynamic dimension
     dtype: str  # numpy dtype name, e.g. "float32"
+
+
+Feed = Dict[str, np.ndarray]
+# The model's calibration images through its own preprocessing, sized for ``inputs`` (a -1 batch takes
+# any batch size). The preparer lists ``calibration.images`` once and binds them to the model; a build
+# that calibrates calls it, any other build never does.
+CalibrationFeeds = Callable[[Sequence[TensorInfo]], Iterable[Feed]]
+# (spec, the model's inputs) -> one synthetic frame through the model's preprocessing, for the warm-up of
+# models whose manifest declares no input shapes (agent.processing.preprocess.sample_feed).
+SampleFeed = Callable[[ModelSpec, Sequence[TensorInfo]], Feed]
 
 
 @dataclass(frozen=True)
@@ -87,9 +97,11 @@ class Backend(abc.ABC):
         the TensorRT version it links, CUDA, ... Part of the cache fingerprint."""
 
     @abc.abstractmethod
-    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildInfo:
+    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+              calibration: Optional[CalibrationFeeds] = None) -> BuildInfo:
         """Prepare the model in ``precision`` inside the (temporary) ``entry_dir``: build and
-        serialize engines, calibrate, warm up. Raise ``BuildError`` with an actionable message."""
+        serialize engines, calibrate (from ``calibration``, which the preparer always passes), warm up.
+        Raise ``BuildError`` with an actionable message."""
 
     @abc.abstractmethod
     def load(self, spec: ModelSpec, precision: str, entry_dir: Path) -> Predictor:

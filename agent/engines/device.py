@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional, Tuple
 
+from agent.platform import DEVICE_TREE_COMPATIBLE, is_jetson, l4t_release, read_text
+
 DeviceKind = Literal["jetson", "gpu", "cpu"]
 
 # CUDA compute capability of each Jetson SoC (NVIDIA's CUDA GPUs table).
@@ -36,7 +38,6 @@ _ONEDNN_FLAGS = frozenset({
     "asimd", "asimdhp", "asimddp", "fphp", "sve", "sve2", "i8mm", "bf16", "svei8mm", "svebf16",
 })
 
-_L4T_RELEASE = re.compile(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
 _VENDOR_WORDS = frozenset({"nvidia", "jetson", "developer", "kit", "engineering", "reference"})
 
 
@@ -104,13 +105,13 @@ def detect_device(
     ``nvidia-smi`` when it is installed. ``machine`` defaults to ``platform.machine()``.
     """
     arch = machine if machine is not None else platform.machine()
-    cpu_model, cpu_flags = read_cpuinfo(_read_text(root / "proc/cpuinfo"))
+    cpu_model, cpu_flags = read_cpuinfo(read_text(root / "proc/cpuinfo"))
     cuda = read_cuda_version(root)
-    l4t = parse_l4t_release(_read_text(root / "etc/nv_tegra_release"))
-    soc = _tegra_soc(_read_text(root / "proc/device-tree/compatible"))
-    if l4t or soc:
+    if is_jetson(root):
+        release = l4t_release(root)
+        soc = _tegra_soc(read_text(root / DEVICE_TREE_COMPATIBLE))
         return DeviceIdentity(
-            kind="jetson", arch=arch, model=read_device_model(root), l4t=l4t, soc=soc,
+            kind="jetson", arch=arch, model=read_device_model(root), l4t=release.tag if release else "", soc=soc,
             compute_capability=_TEGRA_COMPUTE_CAPABILITY.get(soc, ""), cuda=cuda,
             cpu_model=cpu_model, cpu_flags=cpu_flags,
         )
@@ -128,15 +129,9 @@ def no_gpu() -> Optional[GpuInfo]:
     return None
 
 
-def parse_l4t_release(text: str) -> str:
-    """``# R36 (release), REVISION: 3.0, ...`` -> ``"R36.3.0"``; ``""`` when not L4T."""
-    match = _L4T_RELEASE.search(text)
-    return f"R{match.group(1)}.{match.group(2)}" if match else ""
-
-
 def read_device_model(root: Path = Path("/")) -> str:
     """The board name from the device tree, e.g. ``"NVIDIA Jetson AGX Orin"``."""
-    return _read_text(root / "proc/device-tree/model").replace("\x00", "").strip()
+    return read_text(root / "proc/device-tree/model").replace("\x00", "").strip()
 
 
 def read_cpuinfo(text: str) -> Tuple[str, Tuple[str, ...]]:
@@ -162,12 +157,12 @@ def read_cuda_version(root: Path = Path("/")) -> str:
     cuda = root / "usr/local/cuda"
     version = ""
     try:
-        doc = json.loads(_read_text(cuda / "version.json") or "{}")
+        doc = json.loads(read_text(cuda / "version.json") or "{}")
         version = str(doc.get("cuda", {}).get("version", "")) if isinstance(doc, dict) else ""
     except (ValueError, AttributeError):
         version = ""
     if not version:
-        match = re.search(r"CUDA Version\s+([0-9.]+)", _read_text(cuda / "version.txt"))
+        match = re.search(r"CUDA Version\s+([0-9.]+)", read_text(cuda / "version.txt"))
         version = match.group(1) if match else ""
     # Patch releases do not change what a plan was built against; major.minor does.
     return ".".join(version.split(".")[:2])
@@ -215,10 +210,3 @@ def _cpu_tier(flags: Tuple[str, ...], arch: str) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-._")
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""

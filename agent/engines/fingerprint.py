@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from agent.engines.device import DeviceIdentity
-from agent.engines.hashing import hash_files, sha256_file
+from agent.hashing import hash_files, sha256_file
 from agent.manifest.models import InputSpec, ModelSpec
 
 # Raise whenever the meaning of a field changes, so old entries stop matching.

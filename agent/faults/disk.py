@@ -91,10 +91,6 @@ class SmallDisk:
         self._holder.wait(10)
 
 
-def _publish_failed(agent: AgentProcess) -> bool:
-    return any(e.get("stage") == "publish" for e in agent.events("pipeline.frame_failed"))
-
-
 def _camera(r: Rig, since: float = 0.0) -> Dict[str, Any]:
     docs = [d for d in r.counter.health(since) if "pipelines" in d]
     return dict(docs[-1]["pipelines"].get("camera", {})) if docs else {}

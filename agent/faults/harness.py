@@ -129,21 +129,10 @@ class Sandbox:
         spec.update(overrides)
         return spec
 
-    def video_pipeline(self, name: str = "video", model: str = "colors", **options: Any) -> Dict[str, Any]:
-        """The demo video, looped: a steady load of results, published with QoS 1."""
-        return {"name": name, "source": str(self.assets.video), "model": model,
-                "options": {"loop": True, **options}, "publish": {"qos": 1}}
-
     def agent(self, name: str = "agent", wrapper: Sequence[str] = (), env: Optional[Mapping[str, str]] = None,
               command: Sequence[str] = ("run",)) -> AgentProcess:
         return AgentProcess(self.config_path, self.root / f"{name}.log", list(wrapper), dict(env or {}),
                             list(command))
-
-    def cache_entries(self) -> List[Path]:
-        """Entry directories under their final name (sealed entries)."""
-        if not self.engines_dir.is_dir():
-            return []
-        return sorted(p for p in self.engines_dir.iterdir() if not p.name.startswith("."))
 
     def cache_tmp(self) -> List[Path]:
         tmp = self.engines_dir / ".tmp"

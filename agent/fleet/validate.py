@@ -15,9 +15,9 @@ from typing import Callable, List, Optional, Sequence
 from agent.errors import FleetError
 from agent.fleet.disk import StagedManifests
 from agent.fleet.envelope import Envelope, ModelFile
+from agent.hashing import sha256_file
 from agent.manifest.load import LoadedManifest, parse_manifest
 from agent.manifest.paths import absolute, inside
-from agent.manifest.references import file_sha256
 
 # (models, version, base_dir, allowed_dirs): fetches the files with a url that are missing or differ.
 FetchFn = Callable[[Sequence[ModelFile], int, Path, Sequence[Path]], object]
@@ -66,7 +66,7 @@ def _check(model: ModelFile, base_dir: Path, allowed_dirs: Sequence[Path]) -> st
     if not os.path.isfile(path):
         return f"not on the device ({path}): copy the file there, then publish again"
     try:
-        actual = file_sha256(path)
+        actual = sha256_file(path)
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"
     if actual != model.sha256:

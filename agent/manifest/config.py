@@ -93,6 +93,13 @@ class PrometheusConfig(StrictModel):
     port: int = Field(9108, ge=1, le=65535)
 
 
+class TelemetryConfig(StrictModel):
+    # Where the binary exists (L4T only) it adds EMC load and engine clocks that sysfs does not give
+    # unprivileged; it is a subprocess, so a device can switch it off.
+    tegrastats: bool = Field(True, description="run tegrastats when it is installed on a Jetson")
+    tegrastats_interval_s: float = Field(1.0, ge=0.1, le=3600)
+
+
 class AgentConfig(StrictModel):
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     manifest: str = Field(min_length=1, description="path, relative to config.yaml")
@@ -107,6 +114,7 @@ class AgentConfig(StrictModel):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @field_validator("device_id")
     @classmethod

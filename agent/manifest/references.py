@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from agent.hashing import sha256_file
 from agent.manifest.models import CascadeSpec, Manifest
 from agent.manifest.paths import Reference, glob_root, inside, is_device, is_pattern, manifest_references
 from agent.manifest.problems import Problem, format_path
 from agent.manifest.yamlload import FieldPath, YamlDocument
-
-_CHUNK = 1 << 20
 
 
 def check_references(
@@ -51,7 +49,7 @@ def check_references(
             if file is None:
                 continue  # already reported as missing or outside the allowed directories
             try:
-                actual = file_sha256(file)
+                actual = sha256_file(file)
             except OSError as e:
                 add(("models", i, key), f"cannot read {file}: {e.strerror or e}")
                 continue
@@ -67,14 +65,6 @@ def _stages(parent: FieldPath, stages: Sequence[CascadeSpec]) -> Iterator[Tuple[
         path: FieldPath = (*parent, "then", k)
         yield path, stage
         yield from _stages(path, stage.then)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_path(ref: Reference, base_dir: Path, allowed_dirs: Optional[Sequence[Path]]) -> Optional[str]:

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent.backoff import Backoff
 from agent.errors import ConfigError
 from agent.logs import event
 from agent.manifest.config import MqttConfig
@@ -160,6 +161,9 @@ class MqttLink:
         self._sub_mids: Dict[int, List[str]] = {}
         self._listeners: List[ConnectionListener] = []
         self._props_cache: Dict[MessageProps, Properties] = {}
+        # paho doubles its reconnect delay without jitter, so a fleet reconnects in lockstep after a broker
+        # restart; before each of paho's waits we set both its bounds to our own jittered delay instead.
+        self._backoff = Backoff(config.reconnect_min_s, max(config.reconnect_min_s, config.reconnect_max_s))
         self._up = threading.Event()
         self._inbound: queue.Queue[Any] = queue.Queue(maxsize=inbound_queue)
         self._dispatcher = threading.Thread(target=self._dispatch, name="mqtt-dispatch", daemon=True)
@@ -178,8 +182,7 @@ class MqttLink:
         # a bug in a callback must be logged, not kill the network thread
         client.suppress_exceptions = True
         client.on_log = self._on_log
-        # paho annotates int but waits on floats: sub-second delays are honoured
-        client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_min_s, cfg.reconnect_max_s))  # type: ignore[arg-type]
+        self._set_reconnect_delay(client)
         client.max_inflight_messages_set(self._max_inflight)
         if cfg.username is not None:
             password = read_password(cfg.password_file, credentials_dir, base_dir) if cfg.password_file else None
@@ -338,6 +341,7 @@ class MqttLink:
             if self._v5:
                 self._receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535))
             self._connected = True
+            self._backoff.reset()
             self._epoch += 1
             self._connects += 1
             self._outage_logged = False
@@ -356,6 +360,7 @@ class MqttLink:
         self._connect_failed(f"cannot reach broker {self.config.host}:{self.config.port}", "mqtt.unreachable")
 
     def _connect_failed(self, error: str, name: str, **fields: Any) -> None:
+        self._set_reconnect_delay(self._client)
         with self._lock:
             self._last_error = error
             first = not self._outage_logged
@@ -366,6 +371,7 @@ class MqttLink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
                        properties: Optional[Properties]) -> None:
+        self._set_reconnect_delay(client)
         with self._lock:
             was_connected = self._connected
             self._connected = False
@@ -431,6 +437,12 @@ class MqttLink:
                   hint="check the broker ACL for this device's username")
 
     # -- internals ---------------------------------------------------------------------------------------------
+
+    def _set_reconnect_delay(self, client: mqtt.Client) -> None:
+        """paho waits ``min_delay`` before the next attempt after a reset; this sets that wait (network thread)."""
+        delay = self._backoff.next_delay()
+        # paho annotates int but waits on floats: sub-second delays are honoured
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
 
     def _send_subscribe(self, subs: List[Tuple[str, int]]) -> None:
         request: Any = [(t, SubscribeOptions(qos=q)) for t, q in subs] if self._v5 else subs

@@ -7,7 +7,6 @@ removing or changing the meaning of one is.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -20,6 +19,7 @@ HEALTH_SCHEMA = "edge-agent/health/1"
 REPORTED_SCHEMA = "edge-agent/reported/1"
 EVENT_SCHEMA = "edge-agent/event/1"
 STATUS_SCHEMA = "edge-agent/status/1"
+INFO_SCHEMA = "edge-agent/info/1"
 
 # status is plain text (not JSON) so dashboards and Home Assistant-style
 # availability checks can compare it directly.
@@ -87,16 +87,6 @@ def result_payload(
         "latency_ms": dict(latency_ms),
         "outputs": outputs,
     }
-
-
-def health_payload(device_id: str, ts: Optional[float] = None, **sections: Any) -> Dict[str, Any]:
-    """The health document: schema, device_id, ts (default: now), then one key per section (agent, manifest,
-    models, pipelines, system, spool, mqtt, ...). Dataclass sections (e.g. ``LinkStats``) become plain dicts."""
-    doc: Dict[str, Any] = {"schema": HEALTH_SCHEMA, "device_id": device_id, "ts": time.time() if ts is None else ts}
-    for name, value in sections.items():
-        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        doc[name] = dataclasses.asdict(value) if is_instance else value
-    return doc
 
 
 def event_payload(kind: str, ts: Optional[float] = None, **fields: Any) -> Dict[str, Any]:

@@ -30,13 +30,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from agent.errors import AgentError
 from agent.logs import event
 from agent.manifest.models import PipelineSpec
 from agent.pipeline.inference import Inference, LocalInference, Preprocess, SharedInference, warm_up
 from agent.pipeline.stats import PipelineStats
+from agent.processing.base import is_empty
 from agent.sources.base import Frame, Source
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,20 @@ class FrameResult:
     mono: float  # capture monotonic time
     latency_ms: Dict[str, float]  # pre, infer, post
     outputs: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What reaches the post thread, one type for both ways: a batch this pipeline's predictor ran
+    (``outputs``, still to be post-processed with ``metas``), or one frame a shared worker finished
+    (``results``, already post-processed, or ``error``)."""
+
+    frames: Sequence[Frame]
+    timing: Dict[str, float]  # ms per stage so far
+    outputs: Optional[Mapping[str, np.ndarray]] = None
+    metas: Sequence[Any] = ()
+    results: Optional[Sequence[Dict[str, Any]]] = None
+    error: Optional[str] = None
 
 
 # Every result the post thread finished in one pass, in frame order: the publisher spools them together.
@@ -170,11 +187,13 @@ class Pipeline:
     def _pre(self) -> None:
         try:
             while True:
-                batch = self._next_batch()
-                if batch is None:
-                    break
+                # a free buffer set first, then the frames: a live source's newest frames, not ones that
+                # waited here for the predictor
                 buffers = self._take(self._free)
                 if buffers is None:
+                    break
+                batch = self._next_batch()
+                if batch is None:
                     break
                 started = time.monotonic()
                 try:
@@ -209,7 +228,7 @@ class Pipeline:
                 finally:
                     self._free.put(buffers)
                 timing["infer"] = (time.monotonic() - started) * 1000.0
-                self._enqueue_blocking(self._results, (batch, outputs, metas, timing))
+                self._enqueue_blocking(self._results, Inferred(batch, timing, outputs=outputs, metas=metas))
         finally:
             self._put_end(self._results)
 
@@ -239,7 +258,8 @@ class Pipeline:
     def _deliver(self, frame: Frame, result: Optional[Dict[str, Any]], timing: Dict[str, float],
                  error: Optional[str]) -> None:
         """Called on the shared worker's thread."""
-        self._enqueue_blocking(self._results, ("shared", frame, result, timing, error))
+        self._enqueue_blocking(self._results, Inferred([frame], timing, results=None if result is None else [result],
+                                                       error=error))
         with self._pending_cv:
             self._pending -= 1
             self._pending_cv.notify_all()
@@ -263,25 +283,25 @@ class Pipeline:
         if self.stats.state == "running":
             self.stats.state = "finished" if self.source.finite else "stopped"
 
-    def _finish(self, item: Any, ready: List[FrameResult]) -> None:
+    def _finish(self, item: Inferred, ready: List[FrameResult]) -> None:
         """Post-process one delivered batch into ``ready`` (the results to publish)."""
-        if item[0] == "shared":
-            _, frame, result, timing, error = item
-            if error is not None:
-                self._record_failure("infer", error, 1)
-            else:
-                self._emit(frame, result, timing, timing["post"], time.monotonic(), ready)
+        if item.error is not None:
+            self._record_failure("infer", item.error, len(item.frames))
             return
-        batch, outputs, metas, timing = item
+        if item.results is not None:  # a shared worker post-processed it already
+            for frame, result in zip(item.frames, item.results):
+                self._emit(frame, result, item.timing, item.timing["post"], time.monotonic(), ready)
+            return
+        assert item.outputs is not None
         started = time.monotonic()
         try:
-            per_image = self._local().postprocess(outputs, metas)
+            per_image = self._local().postprocess(item.outputs, item.metas)
         except Exception as exc:
-            self._record_error("post", exc, len(batch))
+            self._record_error("post", exc, len(item.frames))
             return
         done = time.monotonic()
-        for frame, result in zip(batch, per_image):
-            self._emit(frame, result, timing, (done - started) * 1000.0, done, ready)
+        for frame, result in zip(item.frames, per_image):
+            self._emit(frame, result, item.timing, (done - started) * 1000.0, done, ready)
 
     def _emit(self, frame: Frame, result: Dict[str, Any], timing: Dict[str, float], post_ms: float,
               done: float, ready: List[FrameResult]) -> None:
@@ -298,6 +318,8 @@ class Pipeline:
         self.stats.on_result(latency)
         if frame.index % self.spec.publish.every_n:
             return
+        if not self.spec.publish.include_empty and is_empty(result):
+            return  # processed and counted, but a frame that found nothing is not worth a message
         ready.append(FrameResult(self.spec.name, self.spec.model, frame.source, frame.index,
                                  frame.ts, frame.mono, latency, result))
 

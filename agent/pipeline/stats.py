@@ -111,10 +111,6 @@ class PipelineStats:
         with self._lock:
             self.published += n
 
-    def add_latency(self, stage: str, ms: float) -> None:
-        with self._lock:
-            self._latency[stage].add(ms)
-
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
             now = self._clock()

@@ -53,6 +53,13 @@ def per_image(arr: np.ndarray, name: str, n: int, kind: str) -> np.ndarray:
     return arr
 
 
+def is_empty(result: Mapping[str, Any]) -> bool:
+    """A result that found nothing: its ``detections`` or ``classes`` list is empty (``publish.include_empty:
+    false`` leaves it unpublished). Raw tensors and anything else are never empty."""
+    found = [result[key] for key in ("detections", "classes") if key in result]
+    return bool(found) and all(isinstance(v, list) and not v for v in found)
+
+
 def label_of(labels: Sequence[str], index: int) -> Optional[str]:
     return labels[index] if 0 <= index < len(labels) else None
 

@@ -22,12 +22,13 @@ from agent import __version__
 from agent.errors import EX_TEMPFAIL, AgentError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest, load_config, load_manifest, resolve_config_paths
-from agent.mqtt.payloads import MODEL_FALLBACK, PIPELINE_STATE, event_payload, health_payload
+from agent.mqtt.payloads import MODEL_FALLBACK, PIPELINE_STATE, event_payload
 from agent.progress import Progress
 from agent.service.notify import Notifier
 from agent.service.runtime import ManifestRuntime, result_sinks
 from agent.service.swap import ManifestSwapper, SwapCallback, SwapOutcome
 from agent.sources import open_source
+from agent.telemetry.health import AgentHealth, HealthDocument, ManifestHealth, SpoolHealth
 
 if TYPE_CHECKING:  # wiring builds the daemon, so the daemon only names its types
     from agent.service.wiring import Services, Wiring
@@ -59,7 +60,6 @@ class Daemon:
         self.latest = services.latest
         self.prometheus = services.prometheus
         self._make_sink = result_sinks(self.publisher, self.topics, self.config.device_id)
-        self.last_health: Dict[str, Any] = {}
         self.swapper: Optional[ManifestSwapper] = None
         # Built before anything starts so that a bad fleet key is a config error (exit 78), not a crash.
         self.fleet = services.fleet(self.apply_manifest)
@@ -192,20 +192,19 @@ class Daemon:
         return code
 
     # results and health -------------------------------------------------------------------
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> HealthDocument:
         runtime = self.runtime
         loaded = runtime.loaded if runtime is not None else self.wiring.loaded
-        return health_payload(
+        return HealthDocument(
             device_id=self.config.device_id,
-            agent={"version": __version__, "uptime_s": round(time.monotonic() - self.started, 1),
-                   "phase": self.phase, "last_error": self.last_error,
-                   "progress": None if self.progress is None else self.progress.as_dict()},
-            manifest={"version": loaded.manifest.version, "sha256": loaded.sha256, "path": str(loaded.path)},
+            ts=time.time(),
+            agent=AgentHealth(__version__, round(time.monotonic() - self.started, 1), self.phase, self.last_error,
+                              self.progress),
+            manifest=ManifestHealth(loaded.manifest.version, loaded.sha256, str(loaded.path)),
             models=runtime.model_health() if runtime is not None else {},
             pipelines=runtime.pipeline_health() if runtime is not None else {},
             system=self.collector.system_health(),
-            spool={"depth": self.spool.depth(), "oldest_age_s": self.spool.oldest_age_s(),
-                   "dropped": self.spool.dropped},
+            spool=SpoolHealth(self.spool.depth(), self.spool.oldest_age_s(), self.spool.dropped),
             mqtt=self.link.stats(),
             fleet=self.fleet.health(),
         )
@@ -213,9 +212,9 @@ class Daemon:
     def publish_health(self) -> None:
         with self._health_lock:
             try:
-                self.last_health = self.health()
-                self.latest.set(self.last_health)
-                self.state.health(self.last_health)
+                doc = self.health()
+                self.latest.set(doc)
+                self.state.health(doc.as_dict())
             except AgentError as exc:
                 event(log, logging.WARNING, "health.failed", error=str(exc))
             self._last_health_mono = time.monotonic()

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from agent.engines.build import ModelPreparer, PreparedModel
 from agent.engines.contract import Predictor
@@ -31,6 +31,7 @@ from agent.processing.labels import load_labels
 from agent.processing.preprocess import Preprocessor
 from agent.progress import ProgressCallback, ignore_progress
 from agent.sources.base import Source
+from agent.telemetry.health import Failed, ModelHealth, PipelineHealth
 
 log = logging.getLogger(__name__)
 
@@ -229,34 +230,32 @@ class ManifestRuntime:
         """Prepared models that run other than the manifest asked: another device, route or precision."""
         return [m for m in self.models.values() if m.placement.notes or m.precision != m.spec.precision]
 
-    def pipeline_health(self) -> Dict[str, Dict[str, Any]]:
-        out: Dict[str, Dict[str, Any]] = {}
+    def pipeline_health(self) -> Dict[str, Union[PipelineHealth, Failed]]:
+        out: Dict[str, Union[PipelineHealth, Failed]] = {}
         for name, pipeline in self.pipelines.items():
-            snap = pipeline.stats.snapshot()
-            snap["model"] = pipeline.spec.model
-            snap["source"] = pipeline.source.uri
-            snap["source_stats"] = pipeline.source.stats()
-            out[name] = snap
+            out[name] = PipelineHealth.of(pipeline.stats.snapshot(), pipeline.spec.model, pipeline.source.uri,
+                                          pipeline.source.stats())
         names = {p.name for p in self.loaded.manifest.pipelines}
-        out.update({n: {"state": "failed", "last_error": why} for n, why in self.failures.items() if n in names})
+        out.update({n: Failed(why) for n, why in self.failures.items() if n in names})
         return out
 
-    def model_health(self) -> Dict[str, Dict[str, Any]]:
-        out: Dict[str, Dict[str, Any]] = {}
+    def model_health(self) -> Dict[str, Union[ModelHealth, Failed]]:
+        out: Dict[str, Union[ModelHealth, Failed]] = {}
         for name, prepared in self.models.items():
             infer: List[float] = []
-            errors = 0
+            inferences = errors = 0
             for pipeline in self.pipelines.values():
                 if pipeline.spec.model == name:
                     infer += pipeline.stats.latency_samples("infer")
+                    inferences += pipeline.stats.processed
                     errors += pipeline.stats.errors
             p = prepared.placement
-            out[name] = {
-                "backend": p.backend, "route": p.route, "device": p.device, "precision": p.precision,
-                "requested": {"target": prepared.spec.target, "precision": prepared.spec.precision},
-                "engine_key": prepared.key, "cache_hit": prepared.hit, "notes": p.notes,
-                "latency_ms": percentiles(infer, (50, 95)), "errors": errors,
-            }
+            out[name] = ModelHealth(
+                backend=p.backend, route=p.route, device=p.device, precision=p.precision,
+                requested={"target": prepared.spec.target, "precision": prepared.spec.precision},
+                engine_key=prepared.key, cache_hit=prepared.hit, notes=list(p.notes),
+                latency_ms=percentiles(infer, (50, 95)), inferences=inferences, errors=errors,
+            )
         names = {m.name for m in self.loaded.manifest.models}
-        out.update({n: {"state": "failed", "last_error": why} for n, why in self.failures.items() if n in names})
+        out.update({n: Failed(why) for n, why in self.failures.items() if n in names})
         return out

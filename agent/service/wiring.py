@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from agent.backends.registry import make_backends
 from agent.engines.build import ModelPreparer
 from agent.engines.cache import EngineCache
-from agent.engines.contract import Backend
 from agent.engines.device import DeviceIdentity, detect_device
 from agent.errors import AgentError
 from agent.fleet.controller import ApplyFn, FleetController
+from agent.fleet.info import InfoPublisher, device_info
 from agent.logs import event, setup_logging
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_config, load_manifest, resolve_config_paths
@@ -34,32 +36,13 @@ from agent.service.daemon import Daemon
 from agent.service.notify import Notifier
 from agent.sources.files import list_images
 from agent.telemetry.collect import HealthCollector, HealthSource
-from agent.telemetry.prometheus import LatestHealth, PrometheusServer
+from agent.telemetry.prometheus import HealthMetrics, LatestHealth, PrometheusServer
 
 log = logging.getLogger(__name__)
 
 # The daemon hands its ``apply_manifest`` to this when it is constructed: the controller and the
 # daemon refer to each other, and a factory keeps both immutable after construction.
 FleetFactory = Callable[[ApplyFn], FleetController]
-
-
-def make_backends(cache_dir: Path) -> Dict[str, Backend]:
-    """Every backend this build of the agent knows. Each checks its own capabilities when used."""
-    from agent.backends.onnxruntime.backend import OnnxRuntimeBackend, TensorRTOrOnnxRuntime
-    from agent.backends.paddle.backend import PaddleBackend
-    from agent.backends.tensorrt.backend import TensorRTBackend
-    from agent.backends.tensorrt.calibrator import feeds_from_images
-
-    paddle = PaddleBackend(sample_feed=sample_feed)
-    tensorrt = TensorRTBackend(timing_cache_dir=cache_dir / ".timing",
-                               calibration_feeds=feeds_from_images(calibration_feeds, list_images),
-                               paddle_reference=paddle.reference)
-    return {
-        "paddle": paddle,
-        # backend: tensorrt runs on ONNX Runtime where TensorRT cannot (docs/engines.md)
-        "tensorrt": TensorRTOrOnnxRuntime(tensorrt, OnnxRuntimeBackend(sample_feed=sample_feed),
-                                          tensorrt.unavailable_reason),
-    }
 
 
 @dataclass(frozen=True)
@@ -112,7 +95,8 @@ class Wiring:
         """``config`` must already be resolved (absolute paths)."""
         device = detect_device()
         cache = EngineCache(paths.cache_dir / "engines")
-        preparer = ModelPreparer(cache, make_backends(paths.cache_dir), device, calibration_feeds, list_images)
+        backends = make_backends(paths.cache_dir, sample_feed)
+        preparer = ModelPreparer(cache, backends, device, calibration_feeds, list_images)
         return cls(config, paths, loaded, device, cache, preparer)
 
     def services(self, env: Optional[Dict[str, str]] = None) -> Services:
@@ -127,14 +111,20 @@ class Wiring:
                       synchronous=config.spool.synchronous)
         state = StatePublisher(link, topics, config.health_interval)
         latest = LatestHealth()
-        prometheus = (PrometheusServer(config.prometheus.host, config.prometheus.port, latest.get)
+        prometheus = (PrometheusServer(config.prometheus.host, config.prometheus.port,
+                                       HealthMetrics(latest.get, config.device_id))
                       if config.prometheus.enabled else None)
         allowed = fleet_allowed_dirs(config)
 
-        def fleet(apply: ApplyFn) -> FleetController:
-            return FleetController(config, topics, link, state, store, apply, paths.state_dir, allowed)
+        info = InfoPublisher(link, topics, device_info(config, self.device), store, time.time)
 
-        collector = HealthCollector.create({"cache_dir": paths.cache_dir, "state_dir": paths.state_dir})
+        def fleet(apply: ApplyFn) -> FleetController:
+            return FleetController(config, topics, link, state, store, apply, paths.state_dir, allowed, info=info)
+
+        telemetry = config.telemetry
+        collector = HealthCollector.create({"cache_dir": paths.cache_dir, "state_dir": paths.state_dir},
+                                           tegrastats_interval_s=telemetry.tegrastats_interval_s
+                                           if telemetry.tegrastats else None)
         return Services(topics, store, link, spool, ResultPublisher(spool, link), state, collector, latest,
                         prometheus, fleet)
 

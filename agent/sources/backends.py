@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 
-# L4T writes this on every Jetson release (JetPack 4 to 6); other machines lack it.
-TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+from agent.platform import is_jetson
 
 GSTREAMER_MISSING = (
     "OpenCV was built without GStreamer; on Jetson use JetPack's python3-opencv "
@@ -31,7 +29,7 @@ class Platform:
             gstreamer=_has_backend(cv2.CAP_GSTREAMER, "GStreamer", info),
             ffmpeg=_has_backend(cv2.CAP_FFMPEG, "FFMPEG", info),
             v4l2=_has_backend(cv2.CAP_V4L2, "v4l/v4l2", info),
-            jetson=TEGRA_RELEASE.exists(),
+            jetson=is_jetson(),
         )
 
 

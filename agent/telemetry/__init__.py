@@ -1,26 +1,7 @@
-"""Health telemetry: host (psutil), Jetson sysfs, tegrastats, NVML, and the Prometheus endpoint.
+"""What the device reports about itself: the typed health document (health.py), host (psutil), Jetson
+sysfs, tegrastats and NVML readers merged by ``HealthCollector`` (collect.py), and the Prometheus
+endpoint over the health document (prometheus.py). See docs/telemetry.md.
 
-The daemon builds one ``HealthCollector.create(...)``, calls ``system_health()`` every health
-interval and puts the result under the health message's ``system`` key; ``PrometheusServer``
-renders the last health message on demand. See docs/telemetry.md.
+The composition root builds the collector and the endpoint; the daemon builds one
+``HealthDocument`` every health interval with ``system_health()`` under its ``system`` key.
 """
-
-from __future__ import annotations
-
-from agent.telemetry.collect import HealthCollector
-from agent.telemetry.jetson import JetsonReader
-from agent.telemetry.nvml import NvmlReader
-from agent.telemetry.prometheus import PrometheusServer, render
-from agent.telemetry.system import SystemReader
-from agent.telemetry.tegrastats import TegrastatsReader, parse_tegrastats
-
-__all__ = [
-    "HealthCollector",
-    "JetsonReader",
-    "NvmlReader",
-    "PrometheusServer",
-    "SystemReader",
-    "TegrastatsReader",
-    "parse_tegrastats",
-    "render",
-]

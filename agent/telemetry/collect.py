@@ -51,8 +51,9 @@ class HealthCollector:
     ) -> HealthCollector:
         """Probe this machine once: Jetson sysfs, NVML (not on Tegra), tegrastats if asked for.
 
-        ``tegrastats_interval_s=None`` leaves tegrastats off: it is a subprocess, and its extra
-        fields (EMC load, engine clocks) are only complete when it runs as root.
+        ``tegrastats_interval_s=None`` leaves tegrastats off (config.yaml ``telemetry.tegrastats: false``);
+        otherwise it runs where the binary exists on a Jetson. Its extra fields (EMC load, engine clocks)
+        are only complete when it runs as root.
         """
         jetson = JetsonReader(root)
         on_jetson = jetson.available()
@@ -69,7 +70,7 @@ class HealthCollector:
         event(log, logging.INFO, "telemetry.sources", jetson=on_jetson, nvml=nvml is not None,
               tegrastats=tegrastats is not None)
         return cls(
-            system=SystemReader(dirs, root=root),
+            system=SystemReader(dirs, root=root, per_cpu=True),
             jetson=jetson if on_jetson else None,
             nvml=nvml,
             tegrastats=tegrastats,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from agent.platform import is_jetson, l4t_release
 from agent.telemetry.ina3221 import input_power, read_power_rails
 from agent.telemetry.sysfs import read_int, read_text
 from agent.telemetry.thermal import read_thermal_zones
@@ -30,17 +31,10 @@ GPU_LOAD_PATTERNS = (
     "sys/devices/*.gp10b/load",
 )
 
-_L4T = re.compile(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
 _POWER_MODEL = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>")
 _PM_DEFAULT = re.compile(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)\s*>")
 _PMODE = re.compile(r"pmode:(\d+)")
 _FMODE = re.compile(r"fmode:(\S+)")
-
-
-def parse_l4t_release(text: str) -> Optional[str]:
-    """``"# R35 (release), REVISION: 4.1, GCID: ..."`` -> ``"35.4.1"``."""
-    match = _L4T.search(text)
-    return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
 def parse_nvpmodel(conf: Optional[str], status: Optional[str]) -> Optional[Dict[str, Any]]:
@@ -75,18 +69,16 @@ class JetsonReader:
     root: Path = Path("/")
 
     def available(self) -> bool:
-        """True on L4T: ``/etc/nv_tegra_release`` exists or the device tree says nvidia,tegra."""
-        if (self.root / "etc" / "nv_tegra_release").is_file():
-            return True
-        compatible = read_text(self.root / "proc" / "device-tree" / "compatible")
-        return compatible is not None and "nvidia,tegra" in compatible
+        """True on L4T (``agent.platform.is_jetson``)."""
+        return is_jetson(self.root)
 
     def model(self) -> Optional[str]:
         return read_text(self.root / "proc" / "device-tree" / "model")
 
     def l4t_release(self) -> Optional[str]:
-        text = read_text(self.root / "etc" / "nv_tegra_release")
-        return parse_l4t_release(text) if text else None
+        """``"35.4.1"``."""
+        release = l4t_release(self.root)
+        return release.version if release else None
 
     def nvpmodel(self) -> Optional[Dict[str, Any]]:
         return parse_nvpmodel(

@@ -1,4 +1,8 @@
-"""The health snapshot as Prometheus text exposition (format 0.0.4), served on loopback only.
+"""The health document as Prometheus metrics, served on loopback only.
+
+``HealthMetrics`` is a prometheus_client custom collector over the typed ``HealthDocument``
+(agent/telemetry/health.py): the client library does the exposition (text format, escaping,
+OpenMetrics when the scraper asks for it), this module only maps fields to metric families.
 
 Names follow prometheus.io/docs/practices/naming: one ``edgeagent_`` prefix, base units
 (seconds, bytes, celsius, watts, volts, amperes, hertz, ratios 0-1 instead of percents),
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import re
 import socket
 import threading
@@ -18,32 +21,20 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Type
 
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+
 from agent.errors import ConfigError
 from agent.logs import event
+from agent.telemetry.health import HealthDocument, ModelHealth, PipelineHealth
 
 log = logging.getLogger(__name__)
 
 PREFIX = "edgeagent_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = Tuple[Tuple[str, str], ...]
-Snapshot = Mapping[str, Any]
 
 _QUANTILE = re.compile(r"^p(\d+)$")
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
 
 
 def _numeric(value: Any) -> Optional[float]:
@@ -62,7 +53,7 @@ class _Family:
 
 
 class Exposition:
-    """Collects samples by metric family and renders them in one pass."""
+    """Collects samples by metric family, then hands them to prometheus_client as ``Metric`` families."""
 
     def __init__(self) -> None:
         self._families: Dict[str, _Family] = {}
@@ -76,15 +67,14 @@ class Exposition:
         family = self._families.setdefault(PREFIX + metric, _Family(kind, help_text))
         family.samples.append((tuple((k, str(v)) for k, v in labels.items() if v is not None), number))
 
-    def text(self) -> str:
-        lines: List[str] = []
+    def families(self) -> Iterator[Metric]:
         for name, family in self._families.items():
-            lines.append(f"# HELP {name} {family.help}")
-            lines.append(f"# TYPE {name} {family.kind}")
+            # prometheus_client names a counter family without its _total; the samples keep it.
+            base = name[: -len("_total")] if family.kind == "counter" and name.endswith("_total") else name
+            metric = Metric(base, family.help, family.kind)
             for labels, value in family.samples:
-                body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{body}}} {_number(value)}" if body else f"{name} {_number(value)}")
-        return "\n".join(lines) + "\n"
+                metric.add_sample(name, dict(labels), value)
+            yield metric
 
 
 def _named(items: Any) -> Iterator[Tuple[str, Mapping[str, Any]]]:
@@ -107,7 +97,7 @@ def _quantiles(summary: Any) -> Iterator[Tuple[str, float]]:
         match = _QUANTILE.match(str(key))
         number = _numeric(ms)
         if match and number is not None:
-            yield _number(int(match.group(1)) / 100.0), number / 1000.0
+            yield str(int(match.group(1)) / 100.0), number / 1000.0
 
 
 def _ratio(percent: Any) -> Optional[float]:
@@ -201,74 +191,85 @@ def _gpus(out: Exposition, gpus: Any) -> None:
         out.add("gpu_power_watts", "gauge", "Discrete GPU power draw.", gpu.get("power_watts"), gpu=index)
 
 
-def _pipelines(out: Exposition, pipelines: Any) -> None:
-    for name, stats in _named(pipelines):
-        for stage, key in (("captured", "frames_in"), ("processed", "frames_processed"),
-                           ("published", "frames_published")):
+def _pipelines(out: Exposition, pipelines: Mapping[str, Any]) -> None:
+    for name, stats in pipelines.items():
+        out.add("pipeline_state", "gauge", "1 for the pipeline's current state.", 1, pipeline=name, state=stats.state)
+        if not isinstance(stats, PipelineHealth):
+            continue  # failed to build: its state is all there is
+        for stage, count in (("captured", stats.frames_in), ("processed", stats.frames_processed),
+                             ("published", stats.frames_published)):
             out.add("pipeline_frames_total", "counter", "Frames a pipeline captured, processed and published.",
-                    stats.get(key), pipeline=name, stage=stage)
+                    count, pipeline=name, stage=stage)
         out.add("pipeline_dropped_frames_total", "counter", "Frames a pipeline dropped under load.",
-                stats.get("dropped"), pipeline=name)
-        out.add("pipeline_errors_total", "counter", "Errors a pipeline recorded.", stats.get("errors"), pipeline=name)
+                stats.dropped, pipeline=name)
+        out.add("pipeline_errors_total", "counter", "Errors a pipeline recorded.", stats.errors, pipeline=name)
         out.add("pipeline_frames_per_second", "gauge", "Recent frame rate at a pipeline's input and output.",
-                stats.get("input_fps"), pipeline=name, stage="input")
+                stats.input_fps, pipeline=name, stage="input")
         out.add("pipeline_frames_per_second", "gauge", "Recent frame rate at a pipeline's input and output.",
-                stats.get("processed_fps"), pipeline=name, stage="processed")
+                stats.processed_fps, pipeline=name, stage="processed")
         out.add("pipeline_last_frame_age_seconds", "gauge", "Seconds since a pipeline's last captured frame.",
-                stats.get("last_frame_age_s"), pipeline=name)
-        if isinstance(stats.get("state"), str):
-            out.add("pipeline_state", "gauge", "1 for the pipeline's current state.", 1,
-                    pipeline=name, state=stats["state"])
-        for stage, summary in (stats.get("latency_ms") or {}).items():
+                stats.last_frame_age_s, pipeline=name)
+        for stage, summary in stats.latency_ms.items():
             for quantile, seconds in _quantiles(summary):
                 out.add("pipeline_latency_seconds", "gauge", "Recent per-stage latency quantiles of a pipeline.",
                         seconds, pipeline=name, stage=stage, quantile=quantile)
 
 
-def _models(out: Exposition, models: Any) -> None:
-    for name, stats in _named(models):
-        for quantile, seconds in _quantiles(stats.get("latency_ms")):
+def _models(out: Exposition, models: Mapping[str, Any]) -> None:
+    for name, stats in models.items():
+        if not isinstance(stats, ModelHealth):
+            continue  # a model that failed to prepare has no figures; health names its error
+        for quantile, seconds in _quantiles(stats.latency_ms):
             out.add("model_latency_seconds", "gauge", "Recent inference latency quantiles of a model.",
                     seconds, model=name, quantile=quantile)
-        out.add("model_inferences_total", "counter", "Inferences a model ran.", stats.get("inferences"), model=name)
-        out.add("model_errors_total", "counter", "Inference errors of a model.", stats.get("errors"), model=name)
+        out.add("model_inferences_total", "counter", "Frames a model inferred without error.", stats.inferences,
+                model=name)
+        out.add("model_errors_total", "counter", "Inference errors of a model.", stats.errors, model=name)
 
 
-def render(snapshot: Snapshot) -> str:
-    """The health snapshot in Prometheus text format; keys it does not know are ignored.
-
-    Reads ``device_id``/``agent_version``, ``system`` (HealthCollector.system_health(), with its
-    ``jetson``, ``tegrastats`` and ``gpus``), ``pipelines`` (name -> PipelineStats.snapshot())
-    and ``models`` (name -> {"latency_ms": {"p50": ..}, "inferences", "errors"}).
-    """
+def exposition(doc: Optional[HealthDocument], device_id: str) -> Exposition:
+    """The metric families of ``doc``; before the first health document only ``edgeagent_info``."""
     out = Exposition()
     out.add("info", "gauge", "Agent identity (value is always 1).", 1,
-            device_id=snapshot.get("device_id"), version=snapshot.get("agent_version"))
-    system = snapshot.get("system")
-    if isinstance(system, Mapping):
-        _system(out, system)
-        if isinstance(system.get("jetson"), Mapping):
-            _jetson(out, system["jetson"])
-        if isinstance(system.get("tegrastats"), Mapping):
-            _tegrastats(out, system["tegrastats"])
-        _gpus(out, system.get("gpus"))
-    _pipelines(out, snapshot.get("pipelines"))
-    _models(out, snapshot.get("models"))
-    return out.text()
+            device_id=device_id, version=doc.agent.version if doc is not None else None)
+    if doc is None:
+        return out
+    system = doc.system
+    _system(out, system)
+    if isinstance(system.get("jetson"), Mapping):
+        _jetson(out, system["jetson"])
+    if isinstance(system.get("tegrastats"), Mapping):
+        _tegrastats(out, system["tegrastats"])
+    _gpus(out, system.get("gpus"))
+    _pipelines(out, doc.pipelines)
+    _models(out, doc.models)
+    return out
+
+
+class HealthMetrics:
+    """A prometheus_client collector: each scrape maps the last health document, never collects a new one,
+    so a scrape costs a mapping whatever the scrape interval."""
+
+    def __init__(self, latest: Callable[[], Optional[HealthDocument]], device_id: str) -> None:
+        self.latest = latest
+        self.device_id = device_id
+
+    def collect(self) -> Iterator[Metric]:
+        return exposition(self.latest(), self.device_id).families()
 
 
 class LatestHealth:
-    """The last health document the daemon published; scrapes read it and never collect a new one."""
+    """The last health document the daemon published, for the scrapes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._doc: Snapshot = {}
+        self._doc: Optional[HealthDocument] = None
 
-    def set(self, doc: Snapshot) -> None:
+    def set(self, doc: HealthDocument) -> None:
         with self._lock:
             self._doc = doc
 
-    def get(self) -> Snapshot:
+    def get(self) -> Optional[HealthDocument]:
         with self._lock:
             return self._doc
 
@@ -282,7 +283,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _handler(snapshot_fn: Callable[[], Snapshot]) -> Type[BaseHTTPRequestHandler]:
+def _handler(metrics: HealthMetrics) -> Type[BaseHTTPRequestHandler]:
     class MetricsHandler(BaseHTTPRequestHandler):
         server_version = "edgeagent-metrics"
 
@@ -290,14 +291,15 @@ def _handler(snapshot_fn: Callable[[], Snapshot]) -> Type[BaseHTTPRequestHandler
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404, "only /metrics is served")
                 return
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             try:
-                body = render(snapshot_fn()).encode("utf-8")
+                body = encoder(metrics)  # any object with collect() is a registry to the encoder
             except Exception as exc:
                 event(log, logging.WARNING, "prometheus.render_failed", error=repr(exc))
                 self.send_error(500, "health snapshot unavailable")
                 return
             self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -309,14 +311,10 @@ def _handler(snapshot_fn: Callable[[], Snapshot]) -> Type[BaseHTTPRequestHandler
 
 
 class PrometheusServer:
-    """``/metrics`` over HTTP on a loopback address, in a background thread.
+    """``/metrics`` over HTTP on a loopback address, in a background thread. ``port=0`` picks a free
+    port (see ``.port`` after ``start()``)."""
 
-    ``snapshot_fn`` should return the last health message, not collect a new one: scrapes
-    then cost a render only, whatever the scrape interval. ``port=0`` picks a free port
-    (see ``.port`` after ``start()``).
-    """
-
-    def __init__(self, host: str, port: int, snapshot_fn: Callable[[], Snapshot]) -> None:
+    def __init__(self, host: str, port: int, metrics: HealthMetrics) -> None:
         if not is_loopback(host):
             raise ConfigError(
                 f"prometheus.host is {host!r}: the metrics endpoint has no authentication, so it only "
@@ -325,7 +323,7 @@ class PrometheusServer:
             )
         self.host = host
         self.requested_port = port
-        self._snapshot_fn = snapshot_fn
+        self._metrics = metrics
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -343,7 +341,7 @@ class PrometheusServer:
             daemon_threads = True
 
         try:
-            self._server = Server((self.host, self.requested_port), _handler(self._snapshot_fn))
+            self._server = Server((self.host, self.requested_port), _handler(self._metrics))
         except OSError as exc:
             raise ConfigError(
                 f"prometheus: cannot listen on {self.host}:{self.requested_port} ({exc.strerror or exc}); "

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import pytest
 
 from agent.backends.paddle.backend import PaddleBackend
-from agent.engines.build import ModelPreparer
+from agent.engines.build import ModelPreparer, calibration_feeds_for, calibration_images
 from agent.engines.cache import EngineCache
 from agent.engines.device import detect_device
 from agent.errors import BuildError
@@ -82,3 +82,28 @@ def test_a_different_model_file_with_the_same_name_is_a_new_key(
     b = prep.prepare(spec(paddle_models["classifier-seed1"], golden, name="classifier"), load=False)
     assert a.key != b.key and not b.hit
     assert a.key.split("-")[:3] == b.key.split("-")[:3]  # same readable prefix, different weights hash
+
+
+def test_calibration_images_are_listed_once_when_a_build_asks_with_one_error_text(tmp_path: Path) -> None:
+    spec = ModelSpec.model_validate({"name": "m", "model": str(tmp_path / "m.onnx"), "backend": "tensorrt",
+                                     "precision": "int8", "calibration": {"images": "*.png", "count": 2}})
+    seen: Dict[str, Any] = {}
+    listed = [Path("a.png"), Path("b.png"), Path("c.png")]
+
+    def factory(spec: ModelSpec, inputs: Any, files: Any) -> Any:
+        seen["files"] = list(files)
+        return iter([])
+
+    def lister(pattern: str) -> List[Path]:
+        seen["pattern"] = pattern
+        return listed
+
+    feeds = calibration_feeds_for(spec, factory, lister)
+    assert seen == {}, "nothing is listed before a build calibrates"
+    list(feeds([]))
+    assert seen == {"pattern": "*.png", "files": listed[:2]}
+    assert calibration_images(spec, lister) == listed[:2]  # what the fingerprint hashes
+    with pytest.raises(BuildError, match=r"calibration\.images matched no images: \*\.png"):
+        calibration_feeds_for(spec, factory, lambda pattern: [])([])
+    with pytest.raises(BuildError, match="int8 calibration needs calibration images"):
+        calibration_images(spec.model_copy(update={"calibration": None}), lister)

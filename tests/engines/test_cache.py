@@ -12,8 +12,8 @@ from typing import Any, Dict, List
 import pytest
 
 from agent.engines.cache import CACHE_SCHEMA, META, CacheEntry, EngineCache
-from agent.engines.hashing import sha256_file
 from agent.errors import CacheError
+from agent.hashing import sha256_file
 
 FIELDS: Dict[str, Any] = {"precision": "fp16", "target": "gpu", "device": {"kind": "cpu"}}
 
@@ -129,6 +129,7 @@ def test_damaged_entry_is_quarantined_and_rebuilt(cache: EngineCache, damage: An
     damage(entry)
     assert [p.kind for p in cache.verify() if p.severity == "error"] == ([kind] if (entry.path / META).exists()
                                                                          else [])
+    caplog.clear()  # the build's info lines, kept when an earlier test left the root logger at INFO
     with caplog.at_level(logging.WARNING, logger="agent.engines.cache"):
         assert cache.lookup(entry.key) is None
     problem = cache.problem(entry.key)

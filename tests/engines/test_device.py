@@ -6,14 +6,11 @@ import re
 from pathlib import Path
 from typing import Dict
 
-import pytest
-
 from agent.engines.device import (
     DeviceIdentity,
     GpuInfo,
     detect_device,
     no_gpu,
-    parse_l4t_release,
     probe_nvidia_smi,
     read_cpuinfo,
 )
@@ -169,16 +166,6 @@ def test_as_fields_covers_every_attribute() -> None:
                          cuda="u", cpu_model="p", cpu_flags=("x", "y"))
     assert dev.as_fields() == {"kind": "jetson", "arch": "a", "model": "m", "l4t": "l", "soc": "s",
                                "compute_capability": "c", "cuda": "u", "cpu_model": "p", "cpu_flags": "x,y"}
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64", "R35.4.1"),
-    ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64", "R36.4.3"),
-    ("", ""),
-    ("garbage", ""),
-])
-def test_parse_l4t_release(text: str, expected: str) -> None:
-    assert parse_l4t_release(text) == expected
 
 
 def fake_nvidia_smi(tmp_path: Path, body: str) -> str:

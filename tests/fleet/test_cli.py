@@ -15,7 +15,7 @@ from agent.errors import FleetError, PublishError
 from agent.fleet.envelope import parse_envelope
 from agent.fleet.keys import load_public_keys
 from agent.fleet.verify import TrustPolicy, verify_envelope
-from agent.manifest.references import file_sha256
+from agent.hashing import sha256_file
 from tests.fleet.helpers import manifest_text, write_model_files
 from tests.mqtt.helpers import first_message
 from tests.support.broker import Broker, free_port
@@ -71,7 +71,7 @@ def test_sign_writes_an_envelope_the_device_verifies(keys: Path, manifest: Path,
     trust = TrustPolicy(load_public_keys([str(keys / "fleet-ed25519.pub")]))
     assert verify_envelope(env, trust) == env.key_id
     assert env.version == 7 and env.manifest == manifest.read_text() and env.target == "group:lab"
-    assert [(m.path, m.sha256) for m in env.models] == [("model/inference.pdiparams", file_sha256(str(params)))]
+    assert [(m.path, m.sha256) for m in env.models] == [("model/inference.pdiparams", sha256_file(params))]
     assert json.loads(out.read_text())["schema"] == "edge-agent/envelope/1"
 
 

@@ -119,8 +119,8 @@ def test_a_model_that_fails_to_build_rolls_back_and_results_keep_flowing(device:
 
 
 def test_a_model_that_fails_the_accuracy_gate_rolls_back_and_results_keep_flowing(device: Device) -> None:
-    # The gate needs a cosine similarity >= 1.1 with the reference: never true. A new model name, because
-    # the engine cache key does not cover `validation:`, so a cached 'colors' engine would skip the gate.
+    # The gate needs a cosine similarity >= 1.1 with the reference: never true. `validation:` is part of the
+    # engine's cache key, so the cached 'colors' engine is not reused and the gate runs.
     strict = model("strict", device.site.program, "{inputs: assets/images, metric: cosine, tolerance: {fp32: 1.1}}")
     device.publish(device.signer.envelope(manifest(2, [strict], [pipeline("video-v2", "strict")]), 2))
 

@@ -20,8 +20,8 @@ from agent.fleet.envelope import MAX_ENVELOPE_BYTES, ModelFile, build_envelope, 
 from agent.fleet.keys import key_id, load_public_keys, public_pem
 from agent.fleet.validate import check_model_files, stage_manifest
 from agent.fleet.verify import TrustPolicy, check_newer, check_target, verify_envelope
+from agent.hashing import sha256_file
 from agent.manifest.load import InvalidManifestError, LoadedManifest
-from agent.manifest.references import file_sha256
 from tests.fleet.helpers import Signer, make_config, manifest_text, tampered, unsigned, write_model_files
 
 MANIFEST = manifest_text(5)
@@ -257,7 +257,7 @@ def test_envelope_and_manifest_versions_must_agree(tmp_path: Path, models_dir: P
 
 def test_model_file_hashes(tmp_path: Path, models_dir: Path) -> None:
     params = models_dir / "model" / "inference.pdiparams"
-    good = ModelFile(path="model/inference.pdiparams", sha256=file_sha256(str(params)))
+    good = ModelFile(path="model/inference.pdiparams", sha256=sha256_file(params))
     stage(tmp_path, models_dir, MANIFEST, 5, [good])
     bad = ModelFile(path="model/inference.pdiparams", sha256="0" * 64)
     with pytest.raises(FleetError, match=r"models\[0\] model/inference.pdiparams: sha256 mismatch"):

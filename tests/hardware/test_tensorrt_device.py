@@ -47,8 +47,8 @@ import onnxruntime as ort  # noqa: E402
 
 from agent.backends.tensorrt.api import TrtLog  # noqa: E402
 from agent.backends.tensorrt.backend import TensorRTBackend  # noqa: E402
-from agent.backends.tensorrt.calibrator import feeds_from_images  # noqa: E402
 from agent.backends.tensorrt.plan import PlanLoadError  # noqa: E402
+from agent.engines.build import calibration_feeds_for  # noqa: E402
 from agent.engines.cache import EngineCache  # noqa: E402
 from agent.manifest.models import ModelSpec  # noqa: E402
 from agent.processing.preprocess import calibration_feeds  # noqa: E402
@@ -73,8 +73,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(workdir) -> TensorRTBackend:
-    return TensorRTBackend(timing_cache_dir=workdir / "timing",
-                           calibration_feeds=feeds_from_images(calibration_feeds, list_images))
+    return TensorRTBackend(timing_cache_dir=workdir / "timing")
 
 
 def dla_cores(backend: TensorRTBackend) -> int:
@@ -103,7 +102,8 @@ def onnxruntime_output(workdir: Path, x: np.ndarray) -> np.ndarray:
 
 def build_cached(cache: EngineCache, backend: TensorRTBackend, spec: ModelSpec, progress: list) -> Any:
     def builder(directory: Path) -> Dict[str, Any]:
-        return dict(backend.build(spec, spec.precision, directory, ProgressTimer(progress.append, spec.name)).report)
+        return dict(backend.build(spec, spec.precision, directory, ProgressTimer(progress.append, spec.name),
+                                  calibration_feeds_for(spec, calibration_feeds, list_images)).report)
 
     return cache.build(spec.name, {"name": spec.name}, spec.name, "tensorrt", builder)
 

@@ -9,13 +9,13 @@ import pytest
 
 from agent.errors import ConfigError, PublishError
 from agent.mqtt.credentials import credentials_dir_from_env, read_password
-from agent.mqtt.link import LinkStats
 from agent.mqtt.payloads import (
-    HEALTH_SCHEMA,
+    EVENT_KINDS,
+    EVENT_SCHEMA,
     RESULT_SCHEMA,
     encode,
+    event_payload,
     health_expiry_s,
-    health_payload,
     result_payload,
     stamped,
 )
@@ -72,12 +72,14 @@ def test_bad_results_are_refused_with_a_reason() -> None:
         result_payload("d", "p", "m", "s", 0, math.inf, {"pre": 1.0, "infer": 1.0, "post": 1.0}, [])
 
 
-def test_health_payload_sections() -> None:
-    doc = health_payload("d", ts=5.0, mqtt=LinkStats(True, 1, 0, "", 0, "5"), spool={"depth": 0})
-    assert doc == {"schema": HEALTH_SCHEMA, "device_id": "d", "ts": 5.0, "spool": {"depth": 0},
-                   "mqtt": {"connected": True, "connects": 1, "disconnects": 0, "last_error": "",
-                            "inbound_dropped": 0, "protocol": "5"}}
-    json.loads(encode(doc))
+def test_event_payloads_name_their_kind_and_refuse_unknown_ones() -> None:
+    doc = event_payload("pipeline.state", ts=5.0, pipeline="door", state="failed", previous="running", error="x")
+    assert doc == {"kind": "pipeline.state", "ts": 5.0, "pipeline": "door", "state": "failed",
+                   "previous": "running", "error": "x"}
+    assert json.loads(encode(stamped(doc, EVENT_SCHEMA, "d")))["schema"] == EVENT_SCHEMA
+    assert set(EVENT_KINDS) == {"fleet.step", "pipeline.state", "model.fallback"}
+    with pytest.raises(ValueError, match=r"unknown event kind 'model\.swapped'"):
+        event_payload("model.swapped")
 
 
 def test_stamped_and_health_expiry() -> None:

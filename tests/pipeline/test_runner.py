@@ -7,11 +7,13 @@ import time
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
+import pytest
 
 from agent.engines.contract import Placement, Predictor, TensorInfo
 from agent.manifest.models import BatchingSpec, PipelineSpec, QueueSpec
 from agent.pipeline.inference import LocalInference, SharedInference
 from agent.pipeline.runner import FrameResult, Pipeline, put_latest
+from agent.processing.base import is_empty
 from agent.sources.base import Frame, Source
 
 
@@ -138,6 +140,29 @@ def test_every_n_publishes_a_subset() -> None:
     assert pipeline.join(10)
     assert [r.frame for r in results] == [0, 5]
     assert pipeline.stats.snapshot()["frames_processed"] == 10
+
+
+@pytest.mark.parametrize("include_empty, published", [(True, list(range(6))), (False, [1, 3, 5])])
+def test_include_empty_false_leaves_frames_that_found_nothing_unpublished(include_empty: bool,
+                                                                         published: List[int]) -> None:
+    def classes(outputs: Mapping[str, np.ndarray], metas: Sequence[Any]) -> List[Dict[str, Any]]:
+        # odd frames find a class, even ones nothing (the shape every detector/classifier returns)
+        return [{"classes": [{"index": 0, "score": 0.9}] if int(v) % 2 else []} for v in outputs["y"]]
+
+    pspec = PipelineSpec(name="p", source="memory://", model="m", publish={"include_empty": include_empty})
+    results: List[FrameResult] = []
+    pipeline = Pipeline(pspec, CountingSource(6), LocalInference(pre, MeanPredictor(), classes), results.extend)
+    pipeline.start()
+    assert pipeline.join(10)
+    assert [r.frame for r in results] == published
+    snap = pipeline.stats.snapshot()
+    assert snap["frames_processed"] == 6 and snap["frames_published"] == len(published)
+
+
+def test_is_empty_means_no_detections_and_no_classes() -> None:
+    assert is_empty({"detections": [], "count": 0}) and is_empty({"classes": []})
+    assert not is_empty({"detections": [{"box": [0, 0, 1, 1]}], "count": 1})
+    assert not is_empty({"mean": 0.0}) and not is_empty({})  # raw outputs are never empty
 
 
 def test_stop_ends_a_live_pipeline_promptly() -> None:

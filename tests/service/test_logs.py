@@ -5,8 +5,21 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Iterator
+
+import pytest
 
 from agent.logs import event, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    """setup_logging() configures the root logger; later tests must find it as it was."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def emit(**kwargs: object) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.telemetry.ina3221 import input_power, read_power_rails
-from agent.telemetry.jetson import JetsonReader, parse_l4t_release, parse_nvpmodel
+from agent.telemetry.jetson import JetsonReader, parse_nvpmodel
 from agent.telemetry.thermal import read_thermal_zones
 
 SYSFS = Path(__file__).parent / "fixtures" / "sysfs"
@@ -136,16 +136,6 @@ def test_rails_need_label_voltage_and_current(tmp_path: Path) -> None:
     }
     assert input_power(rails) == ("VDD_IN", 10.0)
     assert input_power({}) is None
-
-
-@pytest.mark.parametrize("text, release", [
-    ("# R32 (release), REVISION: 7.6, GCID: 38171779, BOARD: t210ref, EABI: aarch64", "32.7.6"),
-    ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref", "35.4.1"),
-    ("# R32 (release), REVISION: 5, GCID: 25531747, BOARD: t186ref", "32.5"),
-    ("not a release line", None),
-])
-def test_l4t_release(text: str, release: str) -> None:
-    assert parse_l4t_release(text) == release
 
 
 def test_nvpmodel_parsing() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from agent.backends.onnxruntime.predictor import CPU_PROVIDERS, OnnxRuntimePredictor
 from agent.backends.tensorrt.network import Converter, Paddle2Onnx, onnx_model_for
 from agent.backends.versions import package_version
-from agent.engines.contract import Backend, BuildInfo, Placement, Predictor, TensorInfo
+from agent.engines.contract import Backend, BuildInfo, CalibrationFeeds, Placement, Predictor, SampleFeed
 from agent.errors import AgentError, BuildError, CacheError, CapabilityError
 from agent.logs import event
 from agent.manifest.models import ModelSpec
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 RECORD_FILE = "onnxruntime-build.json"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-# (spec, the model's inputs) -> one synthetic frame through the model's preprocessing
-SampleFeed = Callable[[ModelSpec, Sequence[TensorInfo]], Dict[str, np.ndarray]]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -58,7 +56,8 @@ class OnnxRuntimeBackend(Backend):
         return list(CPU_PROVIDERS)
 
     def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
-              notes: Sequence[str] = ()) -> BuildInfo:
+              calibration: Optional[CalibrationFeeds] = None, notes: Sequence[str] = ()) -> BuildInfo:
+        """ONNX Runtime runs fp32 and never calibrates: ``calibration`` is not used."""
         model, converted = onnx_model_for(spec, entry_dir, self._convert)
         progress("build", f"ONNX Runtime session for {model.name}")
         predictor = OnnxRuntimePredictor(model, spec.cpu.threads, providers=self.providers(spec))
@@ -154,10 +153,11 @@ class TensorRTOrOnnxRuntime(Backend):
         active = self._active(None)
         return active.identity() if active is self._tensorrt else {"fallback": "onnxruntime", **active.identity()}
 
-    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildInfo:
+    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+              calibration: Optional[CalibrationFeeds] = None) -> BuildInfo:
         active = self._active(spec)
         if active is self._tensorrt:
-            return active.build(spec, precision, entry_dir, progress)
+            return active.build(spec, precision, entry_dir, progress, calibration)
         providers = self._ort.providers(spec)
         self._warn_once(spec, precision, providers)
         note = f"TensorRT unavailable: {self.reason}; running on ONNX Runtime ({providers[0]})"

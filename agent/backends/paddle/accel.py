@@ -9,16 +9,10 @@ record and the placement notes (build line, health). ``require_target`` turns th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
-
-import numpy as np
+from typing import List
 
 from agent.backends.paddle.plan import PaddlePlan
-from agent.engines.contract import TensorInfo
 from agent.manifest.models import ModelSpec
-
-# (spec, the model's inputs) -> one synthetic frame through the model's preprocessing
-SampleFeed = Callable[[ModelSpec, Sequence[TensorInfo]], Dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 import numpy as np
 
-from agent.backends.paddle.accel import Acceleration, SampleFeed, acceleration_chain
+from agent.backends.paddle.accel import Acceleration, acceleration_chain
 from agent.backends.paddle.caps import PaddleCapabilities, detect_capabilities
 from agent.backends.paddle.config import (
     ShapeRange,
@@ -30,12 +30,7 @@ from agent.backends.paddle.config import (
     missing_ranges,
     shape_ranges,
 )
-from agent.backends.paddle.feeds import (
-    CalibrationFeeds,
-    calibration_inputs,
-    shared_calibration_feeds,
-    warmup_feeds,
-)
+from agent.backends.paddle.feeds import calibration_inputs, warmup_feeds
 from agent.backends.paddle.openmp import blocktime_for, set_thread_blocktime
 from agent.backends.paddle.pirtrt import convert as convert_pir_trt
 from agent.backends.paddle.pirtrt import make_request, program_paths, relocated
@@ -48,7 +43,7 @@ from agent.backends.paddle.plan import (
     reference_plan,
 )
 from agent.backends.paddle.signature import ProgramSignature, read_signature
-from agent.engines.contract import Backend, BuildInfo, Placement, Predictor, TensorInfo
+from agent.engines.contract import Backend, BuildInfo, CalibrationFeeds, Placement, Predictor, SampleFeed, TensorInfo
 from agent.errors import AgentError, BuildError, CacheError, CapabilityError, PredictorError
 from agent.logs import event
 from agent.manifest.models import ModelSpec
@@ -62,6 +57,7 @@ OPTIMIZED_PARAMS = "_optimized.pdiparams"
 _HANDLE_DTYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "FLOAT64": "float64", "BFLOAT16": "bfloat16",
                   "INT64": "int64", "INT32": "int32", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
 
+WARM_TIMED_RUNS = 3  # timed runs after the first at the warm start; the fastest decides the OpenMP blocktime
 ConfigFactory = Callable[[str, str], Any]  # (program file, params file) -> paddle.inference.Config
 PredictorFactory = Callable[[Any], Any]  # Config -> paddle.inference.Predictor
 
@@ -107,15 +103,19 @@ class PaddlePredictor(Predictor):
         return {name: handle.copy_to_cpu() for name, handle in self._out}
 
     def warm_up(self, feeds: Mapping[str, np.ndarray]) -> None:
-        """The first run (Paddle's one-off cost), then a timed second one: on the CPU, a model whose
+        """The first run (Paddle's one-off cost), then three timed ones: on the CPU, a model whose
         inference is short gets OpenMP blocktime 0 in this thread, others the default
-        (agent/backends/paddle/openmp.py)."""
+        (agent/backends/paddle/openmp.py). The fastest of the three counts: a run the scheduler
+        interrupted (a busy machine) must not make a short model look long."""
         self.infer(feeds)
         if self.placement.device != "cpu":
             return
-        started = time.perf_counter()
-        self.infer(feeds)
-        infer_ms = (time.perf_counter() - started) * 1000.0
+        timings = []
+        for _ in range(WARM_TIMED_RUNS):
+            started = time.perf_counter()
+            self.infer(feeds)
+            timings.append((time.perf_counter() - started) * 1000.0)
+        infer_ms = min(timings)
         blocktime = blocktime_for(infer_ms)
         if blocktime is not None and set_thread_blocktime(blocktime):
             event(log, logging.INFO if blocktime == 0 else logging.DEBUG, "paddle.blocktime",
@@ -169,7 +169,6 @@ class PaddleBackend(Backend):
     def __init__(
         self,
         capabilities: Optional[PaddleCapabilities] = None,
-        calibration_feeds: CalibrationFeeds = shared_calibration_feeds,
         config_factory: Optional[ConfigFactory] = None,
         create_predictor: Optional[PredictorFactory] = None,
         sample_feed: Optional[SampleFeed] = None,
@@ -178,7 +177,6 @@ class PaddleBackend(Backend):
         no input shapes (the composition root passes agent.processing's); without it they are not run."""
         self._caps = capabilities
         self._sample_feed = sample_feed
-        self._calibration_feeds = calibration_feeds
         self._config_factory = config_factory
         self._create_predictor = create_predictor
         self._warned: Set[Tuple[str, str, str]] = set()
@@ -201,9 +199,10 @@ class PaddleBackend(Backend):
         self._warn_once(spec, precision, plan)
         return plan
 
-    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildInfo:
+    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+              calibration: Optional[CalibrationFeeds] = None) -> BuildInfo:
         try:
-            record = self._build(spec, precision, entry_dir, progress)
+            record = self._build(spec, precision, entry_dir, progress, calibration)
         except (CapabilityError, BuildError):
             raise
         except PredictorError as exc:
@@ -239,7 +238,8 @@ class PaddleBackend(Backend):
         return self._wrap(self._create(config, spec), plan, spec, read_signature(model))
 
     # -- build ----------------------------------------------------------------------------
-    def _build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildRecord:
+    def _build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+               calibration: Optional[CalibrationFeeds]) -> BuildRecord:
         plan = self.plan(spec, precision)
         sig = read_signature(Path(spec.model))
         names = _input_names(spec, sig)
@@ -252,7 +252,7 @@ class PaddleBackend(Backend):
         if plan.route == ROUTE_PIR_TRT:
             return self._build_pir_trt(spec, plan, ranges, entry_dir, progress)
         if plan.route == ROUTE_TRT:
-            return self._build_paddle_trt(spec, plan, ranges, entry_dir, progress)
+            return self._build_paddle_trt(spec, plan, ranges, entry_dir, progress, calibration)
         return self._build_native(spec, plan, ranges, entry_dir, progress)
 
     def _build_native(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
@@ -293,11 +293,15 @@ class PaddleBackend(Backend):
         return _record(plan, entry_dir, report, ir_optim=accel.ir_optim, mkldnn=accel.mkldnn)
 
     def _build_paddle_trt(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange],
-                          entry_dir: Path, progress: ProgressTimer) -> BuildRecord:
+                          entry_dir: Path, progress: ProgressTimer,
+                          calibration: Optional[CalibrationFeeds]) -> BuildRecord:
         calibrate = plan.precision == "int8" and spec.calib_mode
         report: Dict[str, Any] = {}
         if calibrate:
-            report["calibration_batches"] = self._calibrate(spec, plan, ranges, entry_dir, progress)
+            if calibration is None:
+                raise BuildError(f"model '{spec.name}': int8 calibration needs the preparer's calibration feeds; "
+                                 "build it with `edge-agent build`, or use fp16")
+            report["calibration_batches"] = self._calibrate(spec, plan, ranges, entry_dir, progress, calibration)
         predictor = self._predictor(spec, plan, ranges, Path(spec.model), _params(spec), entry_dir,
                                     calibrate=calibrate)
         report.update(self._warm_up(predictor, spec, ranges, progress))
@@ -313,7 +317,7 @@ class PaddleBackend(Backend):
         return _record(plan, entry_dir, report, calibrate=calibrate)
 
     def _calibrate(self, spec: ModelSpec, plan: PaddlePlan, ranges: Mapping[str, ShapeRange], entry_dir: Path,
-                   progress: ProgressTimer) -> int:
+                   progress: ProgressTimer, calibration: CalibrationFeeds) -> int:
         """TensorRT PTQ through Paddle: run the images with use_calib_mode=True; Paddle writes the
         table (``_opt_cache/trt_calib_*``) when that predictor is destroyed, and the next predictor
         with the same settings builds the INT8 engine from it."""
@@ -322,7 +326,7 @@ class PaddleBackend(Backend):
         total = -(-calib.count // calib.batch_size) if calib is not None else 0  # at most, in batches
         batches = 0
         inputs = calibration_inputs(predictor.inputs, ranges)
-        for batches, feed in enumerate(self._calibration_feeds(spec, inputs), start=1):
+        for batches, feed in enumerate(calibration(inputs), start=1):
             predictor.infer(feed)
             progress("calibrate", "int8 calibration batch", batches, total)
         predictor.close()

@@ -1,23 +1,16 @@
-"""Inputs the Paddle backend feeds by itself: warm-up tensors, and INT8 calibration batches.
-
-Calibration images go through the agent's own preprocessing (``agent.processing.preprocess``) and
-image listing (``agent.sources.files``), wired exactly as for the TensorRT backend, so calibration
-sees what inference sees.
+"""Inputs the Paddle backend makes by itself: warm-up tensors, and the shapes calibration images are
+sized to. The calibration images themselves come from the preparer (``Backend.build``'s
+``calibration``), through the model's own preprocessing, exactly as for the TensorRT backend.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from agent.backends.paddle.config import ShapeRange
-from agent.engines.contract import TensorInfo
-from agent.manifest.models import ModelSpec
-
-Feed = Dict[str, np.ndarray]
-# (spec, the model's inputs) -> preprocessed batches; the TensorRT backend's CalibrationFeeds type
-CalibrationFeeds = Callable[[ModelSpec, Sequence[TensorInfo]], Iterable[Feed]]
+from agent.engines.contract import Feed, TensorInfo
 
 
 def warmup_feeds(ranges: Mapping[str, ShapeRange], dtypes: Mapping[str, str]) -> List[Tuple[str, Feed]]:
@@ -39,16 +32,6 @@ def _fill(shape: Tuple[int, ...], dtype: str) -> np.ndarray:
     # mid-range constants: valid for images in [0, 1] and for PaddleDetection's scale/shape inputs
     value = 0.5 if dtype.startswith(("float", "bfloat")) else 1
     return np.full(shape, value, dtype=dtype)
-
-
-def shared_calibration_feeds(spec: ModelSpec, inputs: Sequence[TensorInfo]) -> Iterable[Feed]:
-    """``calibration.images`` (at most ``count``) through the model's preprocessing, in batches of
-    ``calibration.batch_size``. Imported on use: only INT8 calibration on a TensorRT build needs it."""
-    from agent.backends.tensorrt.calibrator import feeds_from_images
-    from agent.processing.preprocess import calibration_feeds
-    from agent.sources.files import list_images
-
-    return feeds_from_images(calibration_feeds, list_images)(spec, inputs)
 
 
 def calibration_inputs(inputs: Sequence[TensorInfo], ranges: Mapping[str, ShapeRange]) -> List[TensorInfo]:

@@ -23,13 +23,12 @@ import numpy as np
 from agent.backends.onnxruntime.predictor import OnnxRuntimePredictor
 from agent.backends.tensorrt.api import TrtApi, TrtLog
 from agent.backends.tensorrt.build import PlanBuilder
-from agent.backends.tensorrt.calibrator import CalibrationFeeds
 from agent.backends.tensorrt.cuda import CudaDevice
 from agent.backends.tensorrt.execution import ExecutionLane, IoTensor, describe_engine
 from agent.backends.tensorrt.network import Converter, Paddle2Onnx, onnx_model_for
 from agent.backends.tensorrt.plan import PlanIndex, PlanLoadError, deserialize_plan
 from agent.backends.versions import package_version
-from agent.engines.contract import Backend, BuildInfo, Placement, Predictor, TensorInfo
+from agent.engines.contract import Backend, BuildInfo, CalibrationFeeds, Placement, Predictor, TensorInfo
 from agent.errors import CapabilityError
 from agent.manifest.models import ModelSpec
 from agent.progress import ProgressTimer
@@ -47,7 +46,6 @@ class TensorRTBackend(Backend):
     def __init__(
         self,
         timing_cache_dir: Optional[Path] = None,
-        calibration_feeds: Optional[CalibrationFeeds] = None,
         api: Optional[TrtApi] = None,
         device: Optional[CudaDevice] = None,
         convert: Optional[Converter] = None,
@@ -60,7 +58,6 @@ class TensorRTBackend(Backend):
         a fresh paddle2onnx conversion.
         """
         self.timing_cache_dir = timing_cache_dir
-        self.calibration_feeds = calibration_feeds
         self._api = api
         self._device = device
         self.convert: Converter = convert or Paddle2Onnx()
@@ -90,8 +87,9 @@ class TensorRTBackend(Backend):
         return {"tensorrt": str(self.api.version), "paddle2onnx": package_version("paddle2onnx"),
                 "entry_format": ENTRY_FORMAT}
 
-    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer) -> BuildInfo:
-        builder = PlanBuilder(self.api, self.device, self.convert, self.calibration_feeds, self.timing_cache_dir)
+    def build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
+              calibration: Optional[CalibrationFeeds] = None) -> BuildInfo:
+        builder = PlanBuilder(self.api, self.device, self.convert, calibration, self.timing_cache_dir)
         return builder.build(spec, precision, entry_dir, progress)
 
     def load(self, spec: ModelSpec, precision: str, entry_dir: Path) -> TensorRTPredictor:

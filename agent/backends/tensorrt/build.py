@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from agent.backends.tensorrt.api import TrtApi, TrtLog
 from agent.backends.tensorrt.calibrator import (
     CALIBRATION_CACHE_FILE,
-    CalibrationFeeds,
     CalibrationSession,
     batch_count,
     calibration_dtype,
@@ -32,7 +31,7 @@ from agent.backends.tensorrt.plan import PlanIndex, PlanRecord, plan_file_name
 from agent.backends.tensorrt.profiles import ShapeRange, calibration_shapes, is_dynamic, shape_ranges
 from agent.backends.tensorrt.target import resolve_target
 from agent.backends.tensorrt.timing import TimingCacheStore
-from agent.engines.contract import BuildInfo, Placement, TensorInfo
+from agent.engines.contract import BuildInfo, CalibrationFeeds, Placement, TensorInfo
 from agent.errors import BuildError
 from agent.logs import event
 from agent.manifest.models import ModelSpec
@@ -149,15 +148,15 @@ class PlanBuilder:
             )
         if self.calibration_feeds is None:
             raise BuildError(
-                f"model '{spec.name}': int8 calibration is not available in this agent (no calibration feed "
-                "was wired into the TensorRT backend); use precision: fp16"
+                f"model '{spec.name}': int8 calibration needs the preparer's calibration feeds; build it "
+                "with `edge-agent build`, or use precision: fp16"
             )
         batch = spec.calibration.batch_size
         shapes = calibration_shapes(spec, ranges, batch)
         dtypes = {t.name: calibration_dtype(t.dtype) for t in parsed.inputs}
         # A dynamic batch: the feeds may come in any batch size (the last one short); rebatch() evens them.
         infos = [TensorInfo(name, (-1, *shape[1:]), dtypes[name].name) for name, shape in shapes.items()]
-        feeds = self.calibration_feeds(spec, infos)
+        feeds = self.calibration_feeds(infos)
         batches = rebatch(feeds, shapes, dtypes, spec.calibration.count)
         total = batch_count(spec.calibration.count, batch)
         return CalibrationSession(batches, shapes, self.device, entry_dir / CALIBRATION_CACHE_FILE, progress, total)

@@ -1,6 +1,6 @@
 """INT8 post-training calibration: an IInt8EntropyCalibrator2 fed by the manifest's images.
 
-The images go through the model's own preprocessing (an injected ``CalibrationFeeds``),
+The images go through the model's own preprocessing (the preparer's ``CalibrationFeeds``),
 are re-batched here to exactly ``calibration.batch_size`` rows (the calibration profile's
 shape), copied to the GPU and handed to TensorRT by address. The resulting scale table
 is written to ``calibration.cache`` in the cache entry; a build that finds that file
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, cast
 
 import numpy as np
 
@@ -23,10 +23,9 @@ from agent.backends.tensorrt.api import TrtApi
 from agent.backends.tensorrt.cuda import CudaDevice
 from agent.backends.tensorrt.monitor import Throttle
 from agent.backends.tensorrt.profiles import Shape
-from agent.engines.contract import TensorInfo
+from agent.engines.contract import Feed
 from agent.errors import BuildError
 from agent.logs import event
-from agent.manifest.models import ModelSpec
 from agent.progress import ProgressTimer
 
 if TYPE_CHECKING:
@@ -38,29 +37,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_CACHE_FILE = "calibration.cache"
 
-Feed = Dict[str, np.ndarray]
-# (spec, the engine's inputs with a dynamic (-1) batch) -> preprocessed feeds of any batch size.
-CalibrationFeeds = Callable[[ModelSpec, Sequence[TensorInfo]], Iterable[Feed]]
-# The preparer's shapes: (spec, inputs, image files) -> feeds, and (glob) -> image files.
-FeedFactory = Callable[[ModelSpec, Sequence[TensorInfo], Sequence[Path]], Iterable[Feed]]
-ImageLister = Callable[[str], List[Path]]
-
 # TensorRT takes non-index calibration inputs as float32 (what Polygraphy's calibrator enforces too).
 _CALIBRATION_DTYPES = ("float32", "int32", "int64", "bool")
-
-
-def feeds_from_images(feed_factory: FeedFactory, list_images: ImageLister) -> CalibrationFeeds:
-    """``CalibrationFeeds`` from the preprocessing feed factory and image lister the preparer uses."""
-
-    def feeds(spec: ModelSpec, inputs: Sequence[TensorInfo]) -> Iterable[Feed]:
-        if spec.calibration is None:
-            raise BuildError(f"model '{spec.name}': int8 calibration needs calibration: {{images: ...}}")
-        files = list_images(spec.calibration.images)[: spec.calibration.count]
-        if not files:
-            raise BuildError(f"model '{spec.name}': calibration.images matched no images: {spec.calibration.images}")
-        return feed_factory(spec, inputs, files)
-
-    return feeds
 
 
 def calibration_dtype(dtype: str) -> np.dtype[Any]:

@@ -13,10 +13,13 @@ import pytest
 
 from agent.backends.paddle.backend import OPTIMIZED_MODEL, RECORD_FILE, BuildRecord, PaddleBackend, PaddlePredictor
 from agent.backends.paddle.config import ShapeRange
-from agent.backends.paddle.feeds import calibration_inputs, shared_calibration_feeds
+from agent.backends.paddle.feeds import calibration_inputs
 from agent.backends.paddle.signature import read_signature
+from agent.engines.build import calibration_feeds_for
 from agent.errors import BuildError, CacheError, CapabilityError, PredictorError
+from agent.processing.preprocess import calibration_feeds
 from agent.progress import Progress, ProgressTimer
+from agent.sources.files import list_images
 from tests.support.models import BOXES_PER_IMAGE, KINDS, NUM_CLASSES, SEG_CLASSES, ExportedModel, random_images
 
 DYNAMIC = [{"name": "x", "min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}]
@@ -230,14 +233,13 @@ def test_int8_on_the_cpu_build_runs_fp32_without_calibrating(paddle_models, tmp_
     def never(*_: Any) -> Any:
         raise AssertionError("calibration must not run on the CPU build")
 
-    backend = PaddleBackend(calibration_feeds=never)
     (tmp_path / "entry").mkdir()
-    info = backend.build(spec, "int8", tmp_path / "entry", _timer([]))
+    info = PaddleBackend().build(spec, "int8", tmp_path / "entry", _timer([]), never)
     assert info.placement.precision == "fp32"
     assert any("int8" in n for n in info.placement.notes)
 
 
-def test_default_calibration_feeds_use_the_shared_preprocessing(paddle_models, tmp_path):
+def test_the_preparers_calibration_feeds_use_the_shared_preprocessing(paddle_models, tmp_path):
     rng = np.random.RandomState(0)
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), rng.randint(0, 255, (30 + i, 50, 3), dtype=np.uint8))
@@ -252,7 +254,7 @@ def test_default_calibration_feeds_use_the_shared_preprocessing(paddle_models, t
     ranges = {"x": ShapeRange([1, 3, 16, 16], [1, 3, 32, 32], [2, 3, 64, 64])}
     inputs = calibration_inputs(predictor.inputs, ranges)
     assert [(i.name, i.shape) for i in inputs] == [("x", (-1, 3, 32, 32))]
-    batches = list(shared_calibration_feeds(spec, inputs))
+    batches = list(calibration_feeds_for(spec, calibration_feeds, list_images)(inputs))
     assert [b["x"].shape for b in batches] == [(2, 3, 32, 32), (2, 3, 32, 32), (1, 3, 32, 32)]
     assert all(b["x"].dtype == np.float32 for b in batches)
     assert float(batches[0]["x"].min()) >= -2.0 - 1e-6 and float(batches[0]["x"].max()) <= 2.0 + 1e-6
@@ -262,7 +264,8 @@ def test_default_calibration_feeds_use_the_shared_preprocessing(paddle_models, t
     empty = spec.model_copy(update={"calibration": spec.calibration.model_copy(
         update={"images": str(tmp_path / "none*.png")})})
     with pytest.raises(BuildError, match="matched no images"):
-        list(shared_calibration_feeds(empty, inputs))
+        list(calibration_feeds_for(empty, calibration_feeds, list_images)(inputs))
+
 
 
 def test_warm_up_gives_a_short_model_blocktime_0_in_its_own_thread_only(paddle_models, tmp_path, monkeypatch):

@@ -344,18 +344,18 @@ def test_paddle_trt_build_calibrates_warms_up_and_loads_with_the_same_settings(p
 
     seen_inputs: List[Any] = []
 
-    def batches(_: ModelSpec, inputs: Any) -> Any:
+    def batches(inputs: Any) -> Any:
         seen_inputs.append([(i.name, i.shape) for i in inputs])
         for _batch in range(3):
             yield {"x": np.zeros((1, 3, 32, 32), "float32")}
 
-    backend = PaddleBackend(capabilities=JETSON_TRT, calibration_feeds=batches, config_factory=make_config,
+    backend = PaddleBackend(capabilities=JETSON_TRT, config_factory=make_config,
                             create_predictor=lambda config: FakeGpuPaddlePredictor(config, runs))
     s = paddle_models["classifier-legacy"].spec(
         precision="int8", target="dla:0", calibration={"images": str(tmp_path / "*.jpg"), "count": 3},
         inputs=[{"name": "x", "min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}])
     steps: List[str] = []
-    info = backend.build(s, "int8", tmp_path, ProgressTimer(lambda p: steps.append(p.phase), s.name))
+    info = backend.build(s, "int8", tmp_path, ProgressTimer(lambda p: steps.append(p.phase), s.name), batches)
 
     assert [r["calibrating"] for r in runs] == [True, True, True, False, False, False]
     assert [r["x"] for r in runs[3:]] == [[1, 3, 16, 16], [1, 3, 32, 32], [2, 3, 64, 64]]
@@ -385,10 +385,10 @@ def test_calibration_that_writes_no_table_is_a_build_error(paddle_models, tmp_pa
     def make_config(program: str, params: str) -> RecordingPaddleConfig:
         return RecordingPaddleConfig(program, params)
 
-    backend = PaddleBackend(capabilities=JETSON_TRT, calibration_feeds=lambda *_: iter(()),
-                            config_factory=make_config, create_predictor=lambda c: NoTable(c, []))
+    backend = PaddleBackend(capabilities=JETSON_TRT, config_factory=make_config,
+                            create_predictor=lambda c: NoTable(c, []))
     s = paddle_models["classifier-legacy"].spec(
         precision="int8", calibration={"images": str(tmp_path / "*.jpg")},
         inputs=[{"name": "x", "shape": [1, 3, 32, 32]}])
     with pytest.raises(BuildError, match="no calibration table"):
-        backend.build(s, "int8", tmp_path, ProgressTimer(lambda _: None, "t"))
+        backend.build(s, "int8", tmp_path, ProgressTimer(lambda _: None, "t"), lambda _: iter(()))

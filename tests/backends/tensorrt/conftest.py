@@ -15,7 +15,7 @@ import pytest
 from agent.backends.tensorrt.api import TrtApi
 from agent.backends.tensorrt.backend import TensorRTBackend
 from agent.backends.tensorrt.cuda import CudaDevice
-from agent.engines.contract import TensorInfo
+from agent.engines.contract import CalibrationFeeds, TensorInfo
 from agent.manifest.models import ModelSpec
 from agent.progress import Progress, ProgressTimer
 from tests.support.fake_pycuda import FakeGpu, make_fake_pycuda
@@ -25,12 +25,16 @@ from tests.support.tensorrt_models import classifier
 DYNAMIC_INPUT = {"name": "x", "min": [1, 3, 8, 8], "opt": [2, 3, 8, 8], "max": [4, 3, 8, 8]}
 
 
-def random_feeds(spec: ModelSpec, inputs: Sequence[TensorInfo]) -> Iterator[Dict[str, np.ndarray]]:
-    """Stands in for the preprocessing helper's calibration feeds: one preprocessed image per feed."""
-    assert spec.calibration is not None
-    rng = np.random.default_rng(7)
-    for _ in range(spec.calibration.count):
-        yield {t.name: rng.uniform(0, 1, (1, *t.shape[1:])).astype(np.float32) for t in inputs}
+def random_feeds(spec: ModelSpec) -> CalibrationFeeds:
+    """Stands in for the preparer's calibration feeds: one preprocessed image per feed."""
+
+    def feeds(inputs: Sequence[TensorInfo]) -> Iterator[Dict[str, np.ndarray]]:
+        assert spec.calibration is not None
+        rng = np.random.default_rng(7)
+        for _ in range(spec.calibration.count):
+            yield {t.name: rng.uniform(0, 1, (1, *t.shape[1:])).astype(np.float32) for t in inputs}
+
+    return feeds
 
 
 class Rig:
@@ -48,8 +52,8 @@ class Rig:
         self.api = TrtApi(self.trt)
         self.device = device or CudaDevice(make_fake_pycuda(self.gpu))
         self.progress: List[Progress] = []
-        self.backend = TensorRTBackend(timing_cache_dir=tmp_path / "timing", calibration_feeds=random_feeds,
-                                       api=self.api, device=self.device)
+        self.backend = TensorRTBackend(timing_cache_dir=tmp_path / "timing", api=self.api, device=self.device)
+        self.feeds: Callable[[ModelSpec], CalibrationFeeds] = random_feeds  # what the preparer would hand over
 
     def spec(self, model: Optional[Path] = None, **fields: Any) -> ModelSpec:
         if model is None:
@@ -66,7 +70,8 @@ class Rig:
 
     def build(self, spec: ModelSpec, precision: Optional[str] = None, entry: Optional[Path] = None) -> Path:
         entry = entry or self.entry()
-        self.info = self.backend.build(spec, precision or spec.precision, entry, self.timer(spec.name))
+        self.info = self.backend.build(spec, precision or spec.precision, entry, self.timer(spec.name),
+                                       self.feeds(spec))
         return entry
 
 

@@ -85,10 +85,10 @@ def test_int8_without_calibration_or_qdq_is_a_clear_error(rig):
 def test_calibration_feed_failure_fails_the_build(rig):
     r = rig("8.6.1")
 
-    def broken(spec, inputs):
+    def broken(inputs):
         yield {"x": __import__("numpy").zeros((1, 3, 4, 4), "float32")}  # wrong size from preprocessing
 
-    r.backend.calibration_feeds = broken
+    r.feeds = lambda spec: broken
     with pytest.raises(BuildError, match=r"int8 calibration failed: calibration input 'x' has shape \[1, 3, 4, 4\]"):
         r.build(r.spec(precision="int8", calibration=CALIBRATION))
 
@@ -288,7 +288,7 @@ def test_int8_calibration_through_the_real_preprocessing(rig, tmp_path):
     import cv2
     import numpy as np
 
-    from agent.backends.tensorrt.calibrator import feeds_from_images
+    from agent.engines.build import calibration_feeds_for
     from agent.processing.preprocess import calibration_feeds
     from agent.sources.files import list_images
 
@@ -298,7 +298,7 @@ def test_int8_calibration_through_the_real_preprocessing(rig, tmp_path):
     for i in range(5):
         cv2.imwrite(str(images / f"{i}.png"), rng.integers(0, 255, (16 + i, 20, 3), dtype=np.uint8))
     r = rig("10.3.0")
-    r.backend.calibration_feeds = feeds_from_images(calibration_feeds, list_images)
+    r.feeds = lambda spec: calibration_feeds_for(spec, calibration_feeds, list_images)
     spec = r.spec(precision="int8", preprocess={"resize": [8, 8]},
                   calibration={"images": str(images / "*.png"), "count": 5, "batch_size": 2})
     entry = r.build(spec)

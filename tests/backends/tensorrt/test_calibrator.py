@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
 
-from agent.backends.tensorrt.calibrator import CalibrationSession, feeds_from_images, rebatch
+from agent.backends.tensorrt.calibrator import CalibrationSession, rebatch
 from agent.backends.tensorrt.cuda import CudaDevice
 from agent.errors import BuildError
-from agent.manifest.models import ModelSpec
 from agent.progress import Progress, ProgressTimer
 from tests.support.fake_pycuda import FakeGpu, make_fake_pycuda
 
@@ -67,20 +65,3 @@ def test_session_uploads_batches_and_keeps_errors_for_after_the_build(tmp_path):
         session.close()
     assert gpu.memory == {}
     assert events[-1].step == 2 and events[-1].total == 2
-
-
-def test_feeds_from_images_adapts_the_preparer_feed_factory(tmp_path):
-    spec = ModelSpec.model_validate({"name": "m", "model": str(tmp_path / "m.onnx"), "backend": "tensorrt",
-                                     "precision": "int8", "calibration": {"images": "*.png", "count": 2}})
-    seen = {}
-
-    def factory(spec, inputs, files):
-        seen["files"] = list(files)
-        return iter([])
-
-    listed = [Path("a.png"), Path("b.png"), Path("c.png")]
-    feeds = feeds_from_images(factory, lambda pattern: listed)
-    feeds(spec, [])
-    assert seen["files"] == listed[:2]
-    with pytest.raises(BuildError, match="matched no images"):
-        feeds_from_images(factory, lambda pattern: [])(spec, [])

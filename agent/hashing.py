@@ -1,14 +1,15 @@
-"""Content hashes of files and file sets, shared by the fingerprint and the cache."""
+"""The one sha256 helper for files and file sets: manifest ``sha256:`` checks, fleet artifacts and
+staging, the engine cache and its fingerprint all hash through here."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Union
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     """sha256 hex of a file's bytes, read in ``chunk``-sized pieces."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
