@@ -14,15 +14,15 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import pytest
 
+from agent.backends.registry import make_backends
 from agent.engines.build import ModelPreparer
 from agent.engines.cache import EngineCache
 from agent.engines.device import detect_device
 from agent.manifest.load import load_manifest
 from agent.manifest.models import PipelineSpec
 from agent.pipeline.runner import FrameResult
-from agent.processing.preprocess import calibration_feeds
+from agent.processing.preprocess import calibration_feeds, sample_feed
 from agent.service.runtime import ManifestRuntime
-from agent.service.wiring import make_backends
 from agent.sources.factory import open_source
 from agent.sources.files import list_images
 from tests.support.ppocr import PpOcr, read_image
@@ -90,8 +90,8 @@ pipelines:
 def run(tmp: Path, manifest_path: Path) -> List[Dict[str, Any]]:
     """Every result the pipeline published, after its finite source ended."""
     loaded = load_manifest(manifest_path)
-    preparer = ModelPreparer(EngineCache(tmp / "cache"), make_backends(tmp), detect_device(), calibration_feeds,
-                             list_images)
+    preparer = ModelPreparer(EngineCache(tmp / "cache"), make_backends(tmp, sample_feed), detect_device(),
+                             calibration_feeds, list_images)
     results: List[Dict[str, Any]] = []
     lock = threading.Lock()
 

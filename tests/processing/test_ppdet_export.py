@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping
 import numpy as np
 import pytest
 
+from agent.backends.registry import make_backends
 from agent.engines.build import ModelPreparer, PreparedModel
 from agent.engines.cache import EngineCache
 from agent.engines.contract import Predictor
@@ -22,8 +23,7 @@ from agent.manifest.models import CascadeSpec, ModelSpec
 from agent.pipeline.cascade import Cascade, Stage, StageModel
 from agent.processing import make_postprocessor
 from agent.processing.crops import crop
-from agent.processing.preprocess import Preprocessor, calibration_feeds
-from agent.service.wiring import make_backends
+from agent.processing.preprocess import Preprocessor, calibration_feeds, sample_feed
 from agent.sources.files import list_images
 from tests.support.ppocr import PaddleOcrModel, run_paddle
 
@@ -43,7 +43,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, PaddleOcrMod
 
 
 def prepare(tmp_path: Path, doc: Dict[str, Any]) -> PreparedModel:
-    prep = ModelPreparer(EngineCache(tmp_path / "cache"), make_backends(tmp_path), detect_device(),
+    prep = ModelPreparer(EngineCache(tmp_path / "cache"), make_backends(tmp_path, sample_feed), detect_device(),
                          calibration_feeds, list_images)
     return prep.prepare(ModelSpec.model_validate(doc))
 
