@@ -202,26 +202,9 @@ class MqttLink:
         return client
 
     def _configure_tls(self, client: mqtt.Client, base_dir: Path) -> None:
-        tls = self.config.tls
-        assert tls is not None
-        files: Dict[str, Optional[str]] = {}
-        for key, value in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
-            if value is None:
-                files[key] = None
-                continue
-            path = Path(value) if Path(value).is_absolute() else base_dir / value
-            if not path.is_file():
-                raise ConfigError(f"mqtt.tls.{key}: {path} does not exist: fix the path in config.yaml")
-            files[key] = str(path)
-        if files["key_file"] and not files["cert_file"]:
-            raise ConfigError("mqtt.tls.key_file is set without mqtt.tls.cert_file: give both, or neither")
-        try:
-            client.tls_set(ca_certs=files["ca_file"], certfile=files["cert_file"], keyfile=files["key_file"],
-                           cert_reqs=ssl.CERT_REQUIRED)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(f"mqtt.tls: cannot load the CA/certificate/key ({exc}): check that they are PEM files "
-                              "and that the key matches the certificate") from None
-        client.tls_insecure_set(tls.insecure)
+        assert self.config.tls is not None
+        client.tls_set_context(tls_context(self.config, base_dir))
+        client.tls_insecure_set(self.config.tls.insecure)
 
     def _will_properties(self) -> Optional[Properties]:
         if not self._v5:
@@ -479,3 +462,38 @@ class MqttLink:
                     handler(item)
                 except Exception:
                     log.exception("mqtt.handler_failed", extra={"topic": item.topic})
+
+
+def tls_context(config: MqttConfig, base_dir: Path) -> ssl.SSLContext:
+    """The TLS context the link connects with (``mqtt.tls``; relative paths start at ``base_dir``), which
+    verifies the broker's certificate. ``ConfigError`` naming the field for a missing or unloadable file;
+    ``edge-agent validate`` calls this too."""
+    tls = config.tls
+    assert tls is not None
+    files: Dict[str, Optional[str]] = {}
+    for key, value in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if value is None:
+            files[key] = None
+            continue
+        path = Path(value) if Path(value).is_absolute() else base_dir / value
+        if not path.is_file():
+            raise ConfigError(f"mqtt.tls.{key}: {path} does not exist or is not a file: fix the path in config.yaml")
+        files[key] = str(path)
+    if files["key_file"] and not files["cert_file"]:
+        raise ConfigError("mqtt.tls.key_file is set without mqtt.tls.cert_file: give both, or neither")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if files["ca_file"]:
+            context.load_verify_locations(files["ca_file"])
+        else:
+            context.load_default_certs()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"mqtt.tls.ca_file: cannot load {files['ca_file'] or 'the system CA certificates'} "
+                          f"({exc}): give a PEM file of CA certificates") from None
+    if files["cert_file"]:
+        try:
+            context.load_cert_chain(files["cert_file"], files["key_file"])
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"mqtt.tls.cert_file: cannot load {files['cert_file']} ({exc}): check that the "
+                              "certificate and key are PEM files and that the key matches the certificate") from None
+    return context
