@@ -17,7 +17,7 @@ ROOT = Path(agent.__file__).parent
 
 # Lowest first. Packages of one layer do not import each other either.
 LAYERS: List[Tuple[str, ...]] = [
-    ("errors", "logs", "fsutil", "progress", "platform", "hashing"),
+    ("errors", "logs", "fsutil", "progress", "platform", "hashing", "backoff"),
     ("manifest",),
     ("engines",),
     ("backends", "processing", "sources"),

@@ -1,4 +1,4 @@
-"""``edge-agent fleet keygen|sign|publish``: create signing keys, sign a manifest, publish it.
+"""``edge-agent fleet keygen|sign|publish|status|rollout``: keys, signed envelopes, publishing, the fleet view.
 
 These run on an operator's machine, not on the device: nothing here reads config.yaml.
 """
@@ -6,16 +6,20 @@ These run on an operator's machine, not on the device: nothing here reads config
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple
 
 from agent.errors import EX_USAGE, FleetError
 from agent.fleet.envelope import TARGET_PATTERN, ModelFile, build_envelope, parse_envelope
 from agent.fleet.keys import generate_private_key, key_id, load_private_key, private_pem, public_b64, public_pem
-from agent.fleet.publish import BrokerTarget, publish_retained
+from agent.fleet.publish import BrokerTarget, OperatorClient, publish_retained
+from agent.fleet.rollout import Journal, Rollout, RolloutOptions, resign_with
+from agent.fleet.view import FleetView
 from agent.hashing import sha256_file
 from agent.manifest.config import DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN
 from agent.manifest.problems import InvalidConfigError
@@ -30,7 +34,7 @@ _OPERATOR = "fleet-operator"
 
 def add_fleet_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``fleet`` and its subcommands to ``edge-agent``'s subparsers; each sets ``func``."""
-    fleet = subparsers.add_parser("fleet", help="signed manifest updates: keygen, sign, publish")
+    fleet = subparsers.add_parser("fleet", help="signed manifest updates: keygen, sign, publish, status, rollout")
     sub = fleet.add_subparsers(dest="fleet_command", required=True)
 
     p = sub.add_parser("keygen", help="create an Ed25519 signing key pair; prints the public key (base64)")
@@ -62,6 +66,39 @@ def add_fleet_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--device", type=_topic_name)
     dest.add_argument("--group", type=_topic_name)
+    _broker_options(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("status", help="one line per device from the fleet's retained info, status and reports")
+    p.add_argument("--group", type=_topic_name, default=None, help="only members of this group")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument("--wait", type=float, default=3.0,
+                   help="seconds to listen (health is not retained: fps and errors need one health interval)")
+    _broker_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("rollout", help="publish an envelope to a group in waves: canary first, stop on failures")
+    p.add_argument("--envelope", type=Path, required=True)
+    p.add_argument("--group", type=_topic_name, required=True)
+    p.add_argument("--canary", type=int, default=1, help="devices in the first wave (default: %(default)s)")
+    p.add_argument("--waves", type=_percentages, default=(25, 50, 100),
+                   help="cumulative percent of the group per wave after the canary (default: 25,50,100)")
+    p.add_argument("--max-failures", type=int, default=0, help="abort when more devices fail (default: 0)")
+    p.add_argument("--soak-s", type=float, default=60.0,
+                   help="seconds an updated device must stay online and publish results (default: %(default)s)")
+    p.add_argument("--timeout-s", type=float, default=900.0,
+                   help="seconds a wave's devices have to reach a final state (default: %(default)s)")
+    p.add_argument("--rollback-on-abort", action="store_true",
+                   help="on abort, publish the group's previous manifest (at a new version) to devices that applied")
+    p.add_argument("--key", type=Path, default=None, help="private key, to sign that rollback envelope")
+    p.add_argument("--journal", type=Path, default=None,
+                   help="progress file for resuming (default: .edge-agent/rollouts/<group>-v<version>.json)")
+    p.add_argument("--json", action="store_true", help="print the final per-device table as JSON")
+    _broker_options(p)
+    p.set_defaults(func=cmd_rollout)
+
+
+def _broker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--prefix", type=_prefix, default="edge", help="mqtt.topic_prefix of the devices")
@@ -70,7 +107,6 @@ def add_fleet_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate (PEM): connect with TLS")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
-    p.set_defaults(func=cmd_publish)
 
 
 # commands ------------------------------------------------------------------------------------------------
@@ -127,16 +163,100 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise FleetError(f"the envelope is for {envelope.target}, not {dest}; sign it again with --target {dest}")
     topics = Topics(args.prefix, args.device or _OPERATOR)
     topic = topics.manifest_desired if args.device else topics.group_manifest_desired(args.group)
+    publish_retained(payload, topic, _broker(args))
+    print(f"published version={envelope.version} topic={topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view = FleetView(args.prefix)
+    with OperatorClient(_broker(args), view.handle) as client:
+        client.subscribe(view.filters())
+        settle(view, args.wait)
+    now = time.time()
+    devices = view.members(args.group) if args.group else view.all()
+    rows = [d.row(now) for d in devices]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+        return 0
+    print(f"{'device':<24} {'online':<7} {'applied':>7} {'last attempt':<18} {'seen':>7} {'fps':>6} "
+          f"{'errors':>6}  reason")
+    for row in rows:
+        attempt = row["last_attempt"] or {}
+        last = f"v{attempt.get('version')} {attempt.get('status')}" if attempt else "-"
+        seen = "-" if row["last_seen_s"] is None else f"{row['last_seen_s']:.0f}s"
+        reason = (attempt.get("reason") or "").splitlines()[0][:80] if attempt.get("reason") else ""
+        print(f"{row['device']:<24} {'yes' if row['online'] else (row['status'] or 'no'):<7} "
+              f"{_dash(row['applied']):>7} {last:<18} {seen:>7} {_dash(row['fps']):>6} {_dash(row['errors']):>6}  "
+              f"{reason}")
+    print(f"{len(rows)} devices, {sum(1 for r in rows if r['online'])} online", file=sys.stderr)
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    try:
+        payload = args.envelope.read_bytes()
+    except OSError as exc:
+        raise FleetError(f"cannot read {args.envelope}: {exc.strerror or exc}") from None
+    envelope = parse_envelope(payload)
+    if envelope.target is not None and envelope.target != f"group:{args.group}":
+        raise FleetError(f"the envelope is for {envelope.target}, not group:{args.group}; sign it again with "
+                         f"--target group:{args.group} (or without --target)")
+    if args.rollback_on_abort and args.key is None:
+        print("fleet rollout: --rollback-on-abort needs --key", file=sys.stderr)
+        return EX_USAGE
+    resign = resign_with(load_private_key(args.key)) if args.key is not None else None
+    options = RolloutOptions(args.group, args.canary, args.waves, args.max_failures, args.soak_s, args.timeout_s,
+                             args.rollback_on_abort)
+    journal_path = args.journal or Path(".edge-agent") / "rollouts" / f"{args.group}-v{envelope.version}.json"
+    journal = Journal.open(journal_path, args.group, envelope.version, envelope.sha256)
+    view = FleetView(args.prefix)
+    with OperatorClient(_broker(args), view.handle) as client:
+        client.subscribe([*view.filters(), view.group_topic(args.group)])
+        settle(view, 1.0)
+        rollout = Rollout(client, view, envelope, payload, options, journal, sys.stderr, resign)
+        code = rollout.run()
+    if args.json:
+        print(json.dumps({"exit": code, "waves": [{"devices": len(w.devices), "wall_s": round(w.wall_s, 2)}
+                                                  for w in rollout.waves],
+                          "messages": {"received": view.messages, "published": rollout.published},
+                          "devices": rollout.rows()}, indent=1))
+    return code
+
+
+def settle(view: FleetView, wait_s: float, quiet_s: float = 0.5) -> None:
+    """Listen ``wait_s``, and on until no retained message came for ``quiet_s`` (the stored state is all in),
+    at most twice as long."""
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= 2 * wait_s or (elapsed >= wait_s and view.retained_idle_s() >= quiet_s):
+            return
+        time.sleep(0.05)
+
+
+def _broker(args: argparse.Namespace) -> BrokerTarget:
     password = None
     if args.password_file is not None:
         if args.username is None:
-            print("fleet publish: --password-file needs --username", file=sys.stderr)
-            return EX_USAGE
+            raise FleetError("--password-file needs --username")
         password = read_password(str(args.password_file), None, Path.cwd())
-    broker = BrokerTarget(args.host, args.port, args.username, password, args.tls_ca, args.protocol, args.timeout)
-    publish_retained(payload, topic, broker)
-    print(f"published version={envelope.version} topic={topic}", file=sys.stderr)
-    return 0
+    return BrokerTarget(args.host, args.port, args.username, password, args.tls_ca, args.protocol, args.timeout)
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _percentages(value: str) -> Tuple[int, ...]:
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--waves {value!r}: expected percentages like 25,50,100") from None
+    if not numbers or any(n <= 0 or n > 100 for n in numbers) or list(numbers) != sorted(numbers):
+        raise argparse.ArgumentTypeError(f"--waves {value!r}: rising percentages between 1 and 100, like 25,50,100")
+    return numbers
 
 
 # helpers ---------------------------------------------------------------------------------------------------

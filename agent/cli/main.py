@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from agent.manifest.load import validate_files
+    from agent.service.checks import validate_deployment
 
     config = args.config if args.config.exists() or args.manifest is None else None
-    report = validate_files(config, args.manifest)
+    report = validate_deployment(config, args.manifest)
     for problem in report.problems:
         print(str(problem), file=sys.stderr)
     if report.ok:
@@ -82,6 +82,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from agent.service.runtime import describe_error
     from agent.service.wiring import Wiring
 
     wiring = Wiring.from_files(args.config, args.manifest)
@@ -98,9 +99,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
             continue
         try:
             prepared = wiring.preparer.prepare(spec, load=False, progress=_print_progress)
-        except AgentError as exc:
+        except Exception as exc:  # one model's failure, whatever its type, is reported and the rest build
             failed += 1
-            print(f"model={spec.name} result=failed error={json.dumps(str(exc))}", flush=True)
+            print(f"model={spec.name} result=failed error={json.dumps(describe_error(exc))}", flush=True)
             continue
         p = prepared.placement
         print(
@@ -149,3 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line and a documented code, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"edge-agent: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EX_SOFTWARE

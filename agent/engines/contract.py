@@ -111,6 +111,12 @@ class Backend(abc.ABC):
     def reference(self, spec: ModelSpec) -> Predictor:
         """A full-precision, unoptimized predictor of the same model for the accuracy gate."""
 
+    def declared_inputs(self, spec: ModelSpec) -> Optional[List[TensorInfo]]:
+        """The input tensors a predictor of ``spec`` will report, read from the model's files without
+        loading or running it (``edge-agent validate`` checks preprocessing against them); None when
+        this backend cannot tell."""
+        return None
+
     def files_to_hash(self, spec: ModelSpec) -> List[Path]:
         """Model files whose bytes are part of the fingerprint."""
         return [Path(p) for p in (spec.model, spec.params) if p]

@@ -4,7 +4,7 @@ A file is fetched when it is missing or has another hash than the signed ``sha25
 to ``.<name>.<sha12>.part`` beside the target (same filesystem, so the final rename is atomic),
 are verified against the signed hash, fsynced and renamed into place; the manifest's path only
 ever holds a complete, verified file. An interrupted transfer resumes from the part file with an
-HTTP Range request. Network and server errors are retried with full-jitter exponential backoff;
+HTTP Range request. Network and server errors are retried with jittered exponential backoff;
 wrong bytes, a client error (4xx), a redirect loop and every limit end the attempt at once.
 
 ``ArtifactRegistry`` remembers which files were downloaded for which envelope versions, so
@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import urllib3
 from urllib3.exceptions import HTTPError
 
+from agent.backoff import Backoff
 from agent.errors import FleetError
 from agent.fleet.disk import load_json_entries, save_json_entries
 from agent.fleet.envelope import ModelFile
@@ -155,11 +156,6 @@ class RateLimiter:
             delay = self._paid_until - now - n / self.rate
         if delay > 0:
             self._wait(delay)
-
-
-def full_jitter(attempt: int, base_s: float, cap_s: float, rng: Callable[[], float] = random.random) -> float:
-    """AWS-style full jitter: uniform in [0, min(cap, base * 2**attempt)], so retrying clients spread out."""
-    return rng() * min(cap_s, base_s * (2 ** min(attempt, 30)))
 
 
 def free_bytes(path: str) -> int:
@@ -290,6 +286,7 @@ class ArtifactFetcher:
         except OSError as exc:
             return f"{where}: cannot create {os.path.dirname(job.path)}: {exc.strerror or exc}"
         tries = 0
+        backoff = Backoff(self.config.retry_base_s, max(self.config.retry_base_s, self.config.retry_max_s), self.rng)
         fresh_retry_done = False
         while True:
             if self._abort.is_set():
@@ -321,7 +318,7 @@ class ArtifactFetcher:
                 if tries >= self.config.retries:
                     return (f"{where}: {reason} (gave up after {tries + 1} tries; the part already fetched "
                             "is kept and resumed when the update is published again)")
-                delay = full_jitter(tries, self.config.retry_base_s, self.config.retry_max_s, self.rng)
+                delay = backoff.next_delay()
                 tries += 1
                 event(log, logging.INFO, "fleet.download_retry", path=job.path, url=mask_url(job.url),
                       error=reason, attempt=tries, delay_s=round(delay, 2))

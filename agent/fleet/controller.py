@@ -25,6 +25,7 @@ from agent.errors import AgentError, ConfigError, FleetError
 from agent.fleet.artifacts import ArtifactFetcher, ArtifactRegistry
 from agent.fleet.disk import HandledLog, StagedManifests, payload_digest
 from agent.fleet.envelope import ModelFile, parse_envelope
+from agent.fleet.info import InfoPublisher
 from agent.fleet.report import (
     APPLIED,
     BUILDING,
@@ -82,6 +83,7 @@ class FleetController:
         state_dir: Path,
         allowed_dirs: Sequence[Path],
         clock: Callable[[], float] = time.time,
+        info: Optional[InfoPublisher] = None,
     ) -> None:
         """``config`` must come from ``resolve_config_paths``; ``allowed_dirs`` from ``fleet_allowed_dirs``;
         ``link`` takes the desired-topic subscriptions, ``state`` the reported documents and events.
@@ -96,6 +98,7 @@ class FleetController:
         self.allowed_dirs = list(allowed_dirs)
         self.clock = clock
         self.trust = TrustPolicy.from_config(config.fleet)
+        self.info = info
         self._reports = state
         self._staged = StagedManifests(state_dir / "fleet")
         self._handled = HandledLog(state_dir / "fleet" / "handled.json")
@@ -110,6 +113,8 @@ class FleetController:
     def start(self) -> None:
         """Start the worker, then subscribe to the device's and every group's desired topic."""
         self._thread.start()
+        if self.info is not None:
+            self.info.start()
         for topic in self.topics.desired_topics():
             self.link.subscribe(topic, self._enqueue, qos=1)
         event(log, logging.INFO, "fleet.started", topics=list(self.topics.desired_topics()),
@@ -233,6 +238,8 @@ class FleetController:
             with self._lock:
                 self._handled.remember(attempt.topic, digest, attempt.version, status, reason)
         self._report(attempt, status, reason)
+        if self.info is not None:
+            self.info.publish()  # its ``applied`` may have changed
         keep = [self._staged.path_for(s.version) for s in (self.store.current(), self.store.previous())
                 if s is not None]
         self._staged.prune(keep)

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
@@ -103,7 +103,13 @@ def parse_manifest(
     return _manifest(doc, Path(path), allowed_dirs, base_dir)
 
 
-def validate_files(config_path: Optional[Path], manifest_path: Optional[Path]) -> ValidationReport:
+# The checks beyond these files that ``validate`` adds (agent/service/checks.py): given the resolved
+# config (None when invalid or not given), its file, and the loaded manifest (None when invalid).
+MoreChecks = Callable[[Optional[AgentConfig], Optional[Path], Optional[LoadedManifest]], List[Problem]]
+
+
+def validate_files(config_path: Optional[Path], manifest_path: Optional[Path],
+                   more: Optional[MoreChecks] = None) -> ValidationReport:
     """Every problem in a config and/or manifest, for ``edge-agent validate``.
 
     With only a config, the manifest is the one its ``manifest`` key names.
@@ -111,6 +117,8 @@ def validate_files(config_path: Optional[Path], manifest_path: Optional[Path]) -
     if config_path is None and manifest_path is None:
         raise ValueError("validate_files needs a config path, a manifest path or both")
     problems: List[Problem] = []
+    config: Optional[AgentConfig] = None
+    loaded: Optional[LoadedManifest] = None
     if config_path is not None:
         try:
             config = resolve_config_paths(load_config(config_path), config_path)
@@ -120,9 +128,11 @@ def validate_files(config_path: Optional[Path], manifest_path: Optional[Path]) -
             manifest_path = manifest_path or _manifest_named_by(config_path)
     if manifest_path is not None:
         try:
-            load_manifest(manifest_path)
+            loaded = load_manifest(manifest_path)
         except InvalidConfigError as e:
             problems += e.problems
+    if more is not None:
+        problems += more(config, config_path, loaded)
     return ValidationReport(problems)
 
 

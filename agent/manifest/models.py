@@ -17,6 +17,10 @@ _DLA_TARGET = re.compile(r"^dla:(0|1|all)$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 HASHED_FILES: Tuple[str, ...] = ("model", "params")
 PATH_MAX = 4096  # Linux PATH_MAX; also bounds the work of resolving a hostile path
+# The largest input tensor (at its max shape) a manifest may declare: beyond it the agent's own
+# buffers for one batch would not fit beside the model on a 4 GB Jetson.
+MAX_TENSOR_BYTES = 1 << 30
+DTYPE_BYTES: Dict[str, int] = {"float32": 4, "float16": 2, "uint8": 1, "int32": 4, "int64": 8}
 
 Precision = Literal["fp32", "fp16", "int8"]
 Backend = Literal["paddle", "tensorrt"]
@@ -24,9 +28,11 @@ PRECISION_ORDER: Tuple[str, ...] = ("int8", "fp16", "fp32")
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors everywhere: a typo must never be silently ignored."""
+    """Unknown keys are errors everywhere: a typo must never be silently ignored. NaN and infinity are
+    refused in every float field: no scale, mean, tolerance or timeout means anything with them, and
+    they turn into exceptions far from the manifest (fingerprints, lookup tables, sleeps)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Shape = List[int]
@@ -49,6 +55,7 @@ class InputSpec(StrictModel):
             if any(d is not None for d in dynamic):
                 raise ValueError("give either 'shape' or 'min'/'opt'/'max', not both")
             _check_dims(self.shape, "shape")
+            _check_size(self.shape, self.dtype, "shape")
             return self
         if any(d is None for d in dynamic):
             raise ValueError("give a fixed 'shape', or all three of 'min', 'opt' and 'max'")
@@ -60,6 +67,7 @@ class InputSpec(StrictModel):
             raise ValueError("'min', 'opt' and 'max' must have the same rank")
         if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
             raise ValueError(f"need min <= opt <= max in every dimension (got {lo}, {mid}, {hi})")
+        _check_size(hi, self.dtype, "max")
         return self
 
     @property
@@ -79,6 +87,15 @@ def _check_dims(dims: Shape, label: str) -> None:
         raise ValueError(f"'{label}' must have 1 to 8 dimensions (got {len(dims)})")
     if any(d < 1 or d > 1 << 16 for d in dims):
         raise ValueError(f"'{label}' dimensions must be between 1 and 65536 (got {dims})")
+
+
+def _check_size(dims: Shape, dtype: str, label: str) -> None:
+    size = DTYPE_BYTES[dtype]
+    for d in dims:
+        size *= d
+    if size > MAX_TENSOR_BYTES:
+        raise ValueError(f"'{label}' {dims} of {dtype} is a tensor of {size / (1 << 30):.3g} GiB; at most "
+                         f"{MAX_TENSOR_BYTES >> 30} GiB fits: check the dimensions (a batch, channels, height, width)")
 
 
 class TensorRTOptions(StrictModel):

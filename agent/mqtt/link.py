@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent.backoff import Backoff
 from agent.errors import ConfigError
 from agent.logs import event
 from agent.manifest.config import MqttConfig
@@ -160,6 +161,9 @@ class MqttLink:
         self._sub_mids: Dict[int, List[str]] = {}
         self._listeners: List[ConnectionListener] = []
         self._props_cache: Dict[MessageProps, Properties] = {}
+        # paho doubles its reconnect delay without jitter, so a fleet reconnects in lockstep after a broker
+        # restart; before each of paho's waits we set both its bounds to our own jittered delay instead.
+        self._backoff = Backoff(config.reconnect_min_s, max(config.reconnect_min_s, config.reconnect_max_s))
         self._up = threading.Event()
         self._inbound: queue.Queue[Any] = queue.Queue(maxsize=inbound_queue)
         self._dispatcher = threading.Thread(target=self._dispatch, name="mqtt-dispatch", daemon=True)
@@ -178,8 +182,7 @@ class MqttLink:
         # a bug in a callback must be logged, not kill the network thread
         client.suppress_exceptions = True
         client.on_log = self._on_log
-        # paho annotates int but waits on floats: sub-second delays are honoured
-        client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_min_s, cfg.reconnect_max_s))  # type: ignore[arg-type]
+        self._set_reconnect_delay(client)
         client.max_inflight_messages_set(self._max_inflight)
         if cfg.username is not None:
             password = read_password(cfg.password_file, credentials_dir, base_dir) if cfg.password_file else None
@@ -199,26 +202,9 @@ class MqttLink:
         return client
 
     def _configure_tls(self, client: mqtt.Client, base_dir: Path) -> None:
-        tls = self.config.tls
-        assert tls is not None
-        files: Dict[str, Optional[str]] = {}
-        for key, value in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
-            if value is None:
-                files[key] = None
-                continue
-            path = Path(value) if Path(value).is_absolute() else base_dir / value
-            if not path.is_file():
-                raise ConfigError(f"mqtt.tls.{key}: {path} does not exist: fix the path in config.yaml")
-            files[key] = str(path)
-        if files["key_file"] and not files["cert_file"]:
-            raise ConfigError("mqtt.tls.key_file is set without mqtt.tls.cert_file: give both, or neither")
-        try:
-            client.tls_set(ca_certs=files["ca_file"], certfile=files["cert_file"], keyfile=files["key_file"],
-                           cert_reqs=ssl.CERT_REQUIRED)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(f"mqtt.tls: cannot load the CA/certificate/key ({exc}): check that they are PEM files "
-                              "and that the key matches the certificate") from None
-        client.tls_insecure_set(tls.insecure)
+        assert self.config.tls is not None
+        client.tls_set_context(tls_context(self.config, base_dir))
+        client.tls_insecure_set(self.config.tls.insecure)
 
     def _will_properties(self) -> Optional[Properties]:
         if not self._v5:
@@ -338,6 +324,7 @@ class MqttLink:
             if self._v5:
                 self._receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535))
             self._connected = True
+            self._backoff.reset()
             self._epoch += 1
             self._connects += 1
             self._outage_logged = False
@@ -356,6 +343,7 @@ class MqttLink:
         self._connect_failed(f"cannot reach broker {self.config.host}:{self.config.port}", "mqtt.unreachable")
 
     def _connect_failed(self, error: str, name: str, **fields: Any) -> None:
+        self._set_reconnect_delay(self._client)
         with self._lock:
             self._last_error = error
             first = not self._outage_logged
@@ -366,6 +354,7 @@ class MqttLink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
                        properties: Optional[Properties]) -> None:
+        self._set_reconnect_delay(client)
         with self._lock:
             was_connected = self._connected
             self._connected = False
@@ -432,6 +421,12 @@ class MqttLink:
 
     # -- internals ---------------------------------------------------------------------------------------------
 
+    def _set_reconnect_delay(self, client: mqtt.Client) -> None:
+        """paho waits ``min_delay`` before the next attempt after a reset; this sets that wait (network thread)."""
+        delay = self._backoff.next_delay()
+        # paho annotates int but waits on floats: sub-second delays are honoured
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+
     def _send_subscribe(self, subs: List[Tuple[str, int]]) -> None:
         request: Any = [(t, SubscribeOptions(qos=q)) for t, q in subs] if self._v5 else subs
         rc, mid = self._client.subscribe(request)
@@ -467,3 +462,38 @@ class MqttLink:
                     handler(item)
                 except Exception:
                     log.exception("mqtt.handler_failed", extra={"topic": item.topic})
+
+
+def tls_context(config: MqttConfig, base_dir: Path) -> ssl.SSLContext:
+    """The TLS context the link connects with (``mqtt.tls``; relative paths start at ``base_dir``), which
+    verifies the broker's certificate. ``ConfigError`` naming the field for a missing or unloadable file;
+    ``edge-agent validate`` calls this too."""
+    tls = config.tls
+    assert tls is not None
+    files: Dict[str, Optional[str]] = {}
+    for key, value in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if value is None:
+            files[key] = None
+            continue
+        path = Path(value) if Path(value).is_absolute() else base_dir / value
+        if not path.is_file():
+            raise ConfigError(f"mqtt.tls.{key}: {path} does not exist or is not a file: fix the path in config.yaml")
+        files[key] = str(path)
+    if files["key_file"] and not files["cert_file"]:
+        raise ConfigError("mqtt.tls.key_file is set without mqtt.tls.cert_file: give both, or neither")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if files["ca_file"]:
+            context.load_verify_locations(files["ca_file"])
+        else:
+            context.load_default_certs()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"mqtt.tls.ca_file: cannot load {files['ca_file'] or 'the system CA certificates'} "
+                          f"({exc}): give a PEM file of CA certificates") from None
+    if files["cert_file"]:
+        try:
+            context.load_cert_chain(files["cert_file"], files["key_file"])
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"mqtt.tls.cert_file: cannot load {files['cert_file']} ({exc}): check that the "
+                              "certificate and key are PEM files and that the key matches the certificate") from None
+    return context

@@ -19,6 +19,7 @@ HEALTH_SCHEMA = "edge-agent/health/1"
 REPORTED_SCHEMA = "edge-agent/reported/1"
 EVENT_SCHEMA = "edge-agent/event/1"
 STATUS_SCHEMA = "edge-agent/status/1"
+INFO_SCHEMA = "edge-agent/info/1"
 
 # status is plain text (not JSON) so dashboards and Home Assistant-style
 # availability checks can compare it directly.

@@ -48,6 +48,10 @@ class Topics:
         return f"{self.base}/events"
 
     @property
+    def info(self) -> str:
+        return f"{self.base}/info"
+
+    @property
     def manifest_desired(self) -> str:
         return f"{self.base}/manifest/desired"
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import faulthandler
+import json
 import logging
 import signal
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from agent import __version__
-from agent.errors import EX_TEMPFAIL, AgentError
+from agent.errors import EX_TEMPFAIL, EX_UNAVAILABLE, AgentError
 from agent.logs import event
 from agent.manifest.load import LoadedManifest, load_config, load_manifest, resolve_config_paths
 from agent.mqtt.payloads import MODEL_FALLBACK, PIPELINE_STATE, event_payload
@@ -28,7 +29,7 @@ from agent.service.notify import Notifier
 from agent.service.runtime import ManifestRuntime, result_sinks
 from agent.service.swap import ManifestSwapper, SwapCallback, SwapOutcome
 from agent.sources import open_source
-from agent.telemetry.health import AgentHealth, HealthDocument, ManifestHealth, SpoolHealth
+from agent.telemetry.health import AgentHealth, Failed, HealthDocument, ManifestHealth, PipelineHealth, SpoolHealth
 
 if TYPE_CHECKING:  # wiring builds the daemon, so the daemon only names its types
     from agent.service.wiring import Services, Wiring
@@ -175,6 +176,7 @@ class Daemon:
         self._set_phase("stopping")
         self.notifier.stopping()
         self.fleet.close()
+        failed = self._once_summary() if self.once else []
         if self.swapper is not None:
             self.swapper.close()
         flushed = self.publisher.flush(timeout=30.0 if self.once else 10.0)
@@ -185,11 +187,31 @@ class Daemon:
         self.collector.close()
         if self.prometheus is not None:
             self.prometheus.stop()
+        if failed:
+            event(log, logging.ERROR, "agent.pipelines_failed", pipelines=",".join(failed),
+                  hint="the summary above gives each one's error")
+            return EX_UNAVAILABLE
         if self.once and not flushed:
             event(log, logging.ERROR, "agent.unflushed", pending=self.spool.depth(),
                   hint="results stay in the spool and are sent on the next start")
             return EX_TEMPFAIL
         return code
+
+    def _once_summary(self) -> List[str]:
+        """``run --once``: one line per pipeline on stdout; the names of those that failed (a model or
+        source that never worked, or every frame failing), which make the exit code EX_UNAVAILABLE."""
+        health = self.runtime.pipeline_health() if self.runtime is not None else {}
+        failed = []
+        for pspec in (self.runtime.loaded if self.runtime is not None else self.wiring.loaded).manifest.pipelines:
+            snap = health.get(pspec.name, Failed("never started"))
+            published = snap.frames_published if isinstance(snap, PipelineHealth) else 0
+            errors = snap.errors if isinstance(snap, PipelineHealth) else 0
+            bad = snap.state == "failed" or (published == 0 and errors > 0)
+            if bad:
+                failed.append(pspec.name)
+            line = f"pipeline={pspec.name} result={'failed' if bad else 'ok'} published={published} errors={errors}"
+            print(line + (f" error={json.dumps(snap.last_error)}" if bad else ""), flush=True)
+        return failed
 
     # results and health -------------------------------------------------------------------
     def health(self) -> HealthDocument:

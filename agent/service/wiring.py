@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -19,6 +20,7 @@ from agent.engines.cache import EngineCache
 from agent.engines.device import DeviceIdentity, detect_device
 from agent.errors import AgentError
 from agent.fleet.controller import ApplyFn, FleetController
+from agent.fleet.info import InfoPublisher, device_info
 from agent.logs import event, setup_logging
 from agent.manifest.config import AgentConfig
 from agent.manifest.load import LoadedManifest, fleet_allowed_dirs, load_config, load_manifest, resolve_config_paths
@@ -114,8 +116,10 @@ class Wiring:
                       if config.prometheus.enabled else None)
         allowed = fleet_allowed_dirs(config)
 
+        info = InfoPublisher(link, topics, device_info(config, self.device), store, time.time)
+
         def fleet(apply: ApplyFn) -> FleetController:
-            return FleetController(config, topics, link, state, store, apply, paths.state_dir, allowed)
+            return FleetController(config, topics, link, state, store, apply, paths.state_dir, allowed, info=info)
 
         telemetry = config.telemetry
         collector = HealthCollector.create({"cache_dir": paths.cache_dir, "state_dir": paths.state_dir},

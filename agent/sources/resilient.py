@@ -28,10 +28,10 @@ from typing import Any, Callable, Dict, Generator, Iterator, Optional, Protocol,
 
 import numpy as np
 
+from agent.backoff import Backoff
 from agent.errors import SourceError
 from agent.logs import event
 from agent.manifest.models import SourceOptions
-from agent.sources.backoff import Backoff
 from agent.sources.base import Frame, Source
 from agent.sources.camera import read_timeout_s
 from agent.sources.health import connection_quality

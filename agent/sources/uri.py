@@ -105,7 +105,9 @@ def parse_uri(uri: str, base_dir: Path) -> SourceSpec:
         return SourceSpec("v4l2", rest, display)
     if scheme in ("rtsp", "rtsps", "http", "https"):
         try:
-            host = urlsplit(text).hostname
+            parts = urlsplit(text)
+            host = parts.hostname
+            parts.port  # noqa: B018 -- raises ValueError for a port outside 0-65535 or not a number
         except ValueError as exc:
             raise SourceError(f"source {display!r}: not a valid URL ({mask_uri(str(exc))})") from exc
         if not host:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 import pytest
 
 from agent.errors import FleetError
-from agent.fleet.artifacts import ArtifactFetcher, ArtifactRegistry, RateLimiter, full_jitter, mask_url, part_path
+from agent.fleet.artifacts import ArtifactFetcher, ArtifactRegistry, RateLimiter, mask_url, part_path
 from agent.fleet.envelope import ModelFile
 from agent.manifest.config import DownloadConfig
 from tests.mqtt.helpers import wait_until, write_pki
@@ -85,7 +85,8 @@ def test_a_file_with_another_hash_is_replaced(tmp_path: Path,
 def test_killed_server_restarted_mid_download_resumes_with_range(tmp_path: Path) -> None:
     data = blob(2_000_000, seed=2)
     server = ArtifactServer(tmp_path / "www", tmp_path / "srv", rate=1_000_000).start()
-    site = Site(tmp_path, retries=40)
+    # Generous: restarting the server process can take seconds on a loaded CI machine.
+    site = Site(tmp_path, retries=100, retry_max_s=0.5)
     model = publish(server, "big.bin", data)
     part = Path(part_path(str(site.models / "big.bin"), model.sha256))
     errors: List[BaseException] = []
@@ -257,13 +258,6 @@ def test_mask_url() -> None:
     assert mask_url("https://h/x?X-Amz-Credential=k&X-Amz-Signature=s") == \
         "https://h/x?X-Amz-Credential=***&X-Amz-Signature=***"
     assert mask_url("http://u@h/x") == "http://u@h/x"
-
-
-def test_full_jitter_spreads_within_the_exponential_cap() -> None:
-    assert full_jitter(0, 1.0, 60.0, rng=lambda: 0.999) < 1.0
-    assert full_jitter(3, 1.0, 60.0, rng=lambda: 0.5) == 4.0
-    assert full_jitter(20, 1.0, 60.0, rng=lambda: 1.0) == 60.0
-    assert full_jitter(5, 1.0, 60.0, rng=lambda: 0.0) == 0.0
 
 
 def test_rate_limiter_paces_all_transfers_together() -> None:

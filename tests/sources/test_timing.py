@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.sources.backoff import Backoff
+from agent.backoff import Backoff
 from agent.sources.health import connection_quality
 from agent.sources.rate import EventWindow, FpsGate
 

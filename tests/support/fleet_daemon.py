@@ -76,9 +76,9 @@ class Site:
         return manifest(version, [model("colors", self.program)], [pipeline(pipeline_name, "colors")])
 
     def write_config(self, port: int, public_keys: Sequence[str], grace_period_s: float = 1.0,
-                     groups: Sequence[str] = ()) -> Path:
+                     groups: Sequence[str] = (), device_id: str = DEVICE) -> Path:
         self.config.write_text(json.dumps({
-            "device_id": DEVICE,
+            "device_id": device_id,
             "manifest": "models/manifest.yaml",
             "cache_dir": "cache",
             "state_dir": "state",

@@ -237,6 +237,12 @@ class PaddleBackend(Backend):
         plan = reference_plan()
         return self._wrap(self._create(config, spec), plan, spec, read_signature(model))
 
+    def declared_inputs(self, spec: ModelSpec) -> Optional[List[TensorInfo]]:
+        """The inputs a predictor of ``spec`` will report, read from the program file without loading it."""
+        sig = read_signature(Path(spec.model))
+        infos = [_input_info(spec, sig, name) for name in sig.inputs]
+        return [i for i in infos if i is not None] or None
+
     # -- build ----------------------------------------------------------------------------
     def _build(self, spec: ModelSpec, precision: str, entry_dir: Path, progress: ProgressTimer,
                calibration: Optional[CalibrationFeeds]) -> BuildRecord:
@@ -451,18 +457,8 @@ class PaddleBackend(Backend):
             ) from exc
 
     def _wrap(self, predictor: Any, plan: PaddlePlan, spec: ModelSpec, sig: ProgramSignature) -> PaddlePredictor:
-        declared = {i.name: i for i in spec.inputs}
-        inputs = []
-        for name in predictor.get_input_names():
-            handle_dtype = _handle_dtype(predictor.get_input_handle(name))
-            if name in declared:
-                lo, _, hi = declared[name].shapes()
-                shape = tuple(a if a == b else -1 for a, b in zip(lo, hi))
-                inputs.append(TensorInfo(name, shape, declared[name].dtype))
-            elif name in sig.inputs:
-                inputs.append(TensorInfo(name, sig.inputs[name].shape, sig.inputs[name].dtype))
-            else:
-                inputs.append(TensorInfo(name, (), handle_dtype))
+        inputs = [_input_info(spec, sig, name) or TensorInfo(name, (), _handle_dtype(predictor.get_input_handle(name)))
+                  for name in predictor.get_input_names()]
         outputs = []
         for name in predictor.get_output_names():
             known = sig.outputs.get(name)
@@ -518,3 +514,14 @@ def _require_files(entry_dir: Path, *files: Path) -> None:
 
 def _handle_dtype(handle: Any) -> str:
     return _HANDLE_DTYPES.get(str(handle.type()).rsplit(".", 1)[-1], "float32")
+
+
+def _input_info(spec: ModelSpec, sig: ProgramSignature, name: str) -> Optional[TensorInfo]:
+    """What the manifest's ``inputs`` declare for ``name`` (a dimension dynamic unless min == max), else the
+    program's own declaration; None when neither knows it."""
+    for declared in spec.inputs:
+        if declared.name == name:
+            lo, _, hi = declared.shapes()
+            return TensorInfo(name, tuple(a if a == b else -1 for a, b in zip(lo, hi)), declared.dtype)
+    known = sig.inputs.get(name)
+    return TensorInfo(name, known.shape, known.dtype) if known is not None else None

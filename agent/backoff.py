@@ -1,4 +1,4 @@
-"""Reconnect delays: exponential backoff with full jitter, bounded by the source's options."""
+"""Retry and reconnect delays: exponential backoff with jitter (camera sources, MQTT link, artifact downloads)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Callable
 class Backoff:
     """The n-th consecutive delay is uniform in ``[min_s, min(max_s, min_s * 2**(n+1))]``.
 
-    The jitter spreads a fleet's reconnects after a shared outage (a switch reboot) so the
-    cameras and the broker are not hit in lockstep; the floor keeps a dead camera from
-    being hammered. ``reset()`` after a connection proved healthy.
+    The jitter spreads a fleet's reconnects after a shared outage (a switch or broker restart)
+    so cameras, brokers and artifact servers are not hit in lockstep; the floor keeps a dead
+    peer from being hammered. ``reset()`` after a connection proved healthy.
     """
 
     min_s: float
