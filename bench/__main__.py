@@ -19,7 +19,8 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
                          precision=args.precision, overlap=not args.no_overlap,
                          switch_interval_ms=args.switch_interval_ms, legacy_format=args.legacy_format,
                          capacity_frames=args.capacity_frames, infer_ms=tuple(args.infer_ms),
-                         capacity_pipelines=tuple(args.pipelines), drain_results=args.drain_results,
+                         capacity_pipelines=tuple(args.pipelines), capacity_rounds=args.capacity_rounds,
+                         drain_results=args.drain_results,
                          first_frame=not args.no_first_frame)
 
 

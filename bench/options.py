@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-overlap", action="store_true", help="skip the threads-vs-processes measurements")
     parser.add_argument("--capacity-frames", type=int, default=600,
                         help="frames per pipeline at each stand-in capacity point (default: %(default)s)")
+    parser.add_argument("--capacity-rounds", type=int, default=3,
+                        help="rounds of the stand-in points; each reports its best (default: %(default)s)")
     parser.add_argument("--infer-ms", type=float, nargs="+", default=[1.0, 2.0, 5.0],
                         help="the stand-in's inference times (default: %(default)s)")
     parser.add_argument("--pipelines", type=int, nargs="+", default=[1, 4],

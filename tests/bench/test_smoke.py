@@ -23,7 +23,7 @@ PERCENTILES = {"p50", "p95", "p99", "mean"}
 def test_light_model_produces_every_figure(tmp_path: Path) -> None:
     settings = BenchSettings(work=tmp_path / "work", models=("light",), frames=20, repeat=1, max_repeat=1,
                              overlap_iterations=4, overlap_rounds=1, capacity_frames=40, infer_ms=(2.0,),
-                             capacity_pipelines=(1, 2), drain_results=300)
+                             capacity_pipelines=(1, 2), capacity_rounds=1, drain_results=300)
     lines: list = []
     doc = run_benchmark(settings, lines.append)
     json.dumps(doc)  # the --json file must be writable
