@@ -85,6 +85,9 @@ def test_a_model_delivered_by_https_url_is_applied_and_its_results_published(
     applied = device.watch.wait_for(2, "applied", timeout=60)
     assert collapsed(device.watch.statuses(2)) == ["received", "validating", "building", "applied"]
     assert applied["download"]["percent"] == 100.0 and applied["download"]["files_done"] == 2
+    # Progress re-reports 'validating'; its step keeps the time validation began.
+    validating = [r for r in device.watch.reports() if (r["version"], r["status"]) == (2, "validating")]
+    assert {r["steps"]["validating"] for r in validating} == {applied["steps"]["validating"]}
     assert device.watch.keeps_flowing("video-v2")
     assert device.watch.wait_health(2, since=device.watch.mark())["fleet"] == {"download": None}
     for f in files:
