@@ -122,6 +122,7 @@ def test_rendered_text_is_read_exactly_through_det_direction_rec(tmp_path: Path,
     (result,) = run(tmp_path, manifest(tmp_path, ppocr_models, image, version), health)
     healed = [n for n in health["det"].notes if n.startswith("oneDNN disabled: ")]
     assert len(healed) == (1 if version == "v5" else 0)  # PP-OCRv5's detector cannot run under oneDNN
+    assert [health[m].inferences for m in ("det", "direction", "rec")] == [1, len(LINES), len(LINES)]
     regions = result["regions"]
     assert [r["rec"]["text"] for r in regions] == LINES
     for row, region in enumerate(regions):
