@@ -65,12 +65,12 @@ def test_a_good_update_reaches_every_simulated_device_in_waves(tmp_path: Path, m
     retained = first_message(mqtt_broker.port, "edge/group/sim/manifest/desired")
     assert retained is not None and parse_envelope(retained.payload).version == 2
 
-    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--json", "--wait", "1"]) == 0
+    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--json", "--wait", "2"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == DEVICES and all(r["online"] and r["applied"] == 2 for r in rows)
     assert all(r["last_attempt"]["status"] == "applied" and r["fps"] == 10.0 for r in rows)
 
-    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--wait", "1"]) == 0
+    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--wait", "2"]) == 0
     table = capsys.readouterr()
     lines = table.out.splitlines()
     assert lines[0].split()[:4] == ["device", "online", "applied", "last"] and len(lines) == DEVICES + 1
