@@ -7,6 +7,7 @@ whose message has one ``<file>:<line>: <path>: <message>`` line per problem and 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -163,7 +164,9 @@ def _validate(model: Type[_M], doc: YamlDocument, error: Type[InvalidConfigError
     # Top-level 'x-' keys are for YAML anchors ('x-defaults: &trt {...}'), as in Compose files.
     data = {k: v for k, v in doc.data.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
     try:
-        return model.model_validate(data)
+        # Strict, as JSON: a number is never taken from a string or a boolean (`version: '1'`, `port: true`),
+        # while YAML's lists still fill tuple fields. NaN stays NaN here, for the schema to refuse by name.
+        return model.model_validate_json(json.dumps(data, allow_nan=True), strict=True)
     except ValidationError as e:
         raise error(_ordered(validation_problems(e, model, doc))) from None
 
@@ -187,7 +190,10 @@ def _config_file_problems(
     for i, key in enumerate(resolved.fleet.public_keys):
         if not is_inline_key(key):
             files.append((("fleet", "public_keys", i), key))
-    problems = []
+    problems = [Problem(doc.file, doc.line_of((key,)), key, f"{path} exists and is not a directory: point {key} at "
+                        "a directory (it is created when missing)")
+                for key, path in (("state_dir", resolved.state_dir), ("cache_dir", resolved.cache_dir))
+                if os.path.exists(path) and not os.path.isdir(path)]
     for at, file in files:
         if file is not None and not os.path.isfile(file):
             problems.append(Problem(doc.file, doc.line_of(at), format_path(at),

@@ -28,7 +28,8 @@ PRECISION_ORDER: Tuple[str, ...] = ("int8", "fp16", "fp32")
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors everywhere: a typo must never be silently ignored. NaN and infinity are
+    """Unknown keys are errors everywhere: a typo must never be silently ignored. The loader validates
+    strictly (agent/manifest/load.py: no number from a string or a boolean). NaN and infinity are
     refused in every float field: no scale, mean, tolerance or timeout means anything with them, and
     they turn into exceptions far from the manifest (fingerprints, lookup tables, sleeps)."""
 
@@ -158,6 +159,13 @@ class PreprocessSpec(StrictModel):
     size_multiple: int = Field(32, ge=1, le=1024, description="limit_side: sides rounded to a multiple of this")
     line_min_width: int = Field(320, ge=1, le=65536, description="text_line: narrowest input")
     line_max_width: int = Field(3200, ge=1, le=65536, description="text_line: widest input")
+
+    @field_validator("resize", mode="before")
+    @classmethod
+    def _pair(cls, v: Any) -> Any:
+        # ModelSpec's "before" validator hands preprocess on as Python data, where strict mode takes no list
+        # for a tuple: YAML has only lists.
+        return tuple(v) if isinstance(v, list) else v
 
     @field_validator("resize")
     @classmethod

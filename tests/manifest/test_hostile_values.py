@@ -4,6 +4,7 @@ numpy (MemoryError) inside the daemon."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,38 @@ def test_fleet_confinement_exempts_only_character_devices_under_dev(tmp_path: Pa
 def test_a_character_device_or_a_camera_not_plugged_in_yet_stays_exempt(tmp_path: Path, device: str) -> None:
     text = MANIFEST.replace("source: /dev/video0", f"source: {device}")
     load_manifest(make_tree(tmp_path / "site", text), allowed_dirs=[tmp_path / "site"])
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("version: 3", "version: true", "version"),
+    ("version: 3", "version: '3'", "version"),
+    ("count: 2", "count: '2'", "models[1].calibration.count"),
+])
+def test_numbers_are_never_taken_from_strings_or_booleans(tmp_path: Path, old: str, new: str, field: str) -> None:
+    """Defect 11: `version: true`, `version: '1'` and `port: '19473'` were accepted despite the strict-YAML rules."""
+    assert old in MANIFEST
+    with pytest.raises(ManifestError, match=rf"{re.escape(field)}: "):
+        load_manifest(make_tree(tmp_path, MANIFEST.replace(old, new, 1)))
+
+
+def test_a_quoted_port_is_refused_in_config(tmp_path: Path) -> None:
+    from agent.errors import ConfigError
+    from agent.manifest.load import load_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text("device_id: d\nmanifest: m.yaml\nmqtt: {port: '19473'}\n")
+    with pytest.raises(ConfigError, match=r"mqtt\.port: "):
+        load_config(config)
+
+
+@pytest.mark.parametrize("key", ["state_dir", "cache_dir"])
+def test_a_state_or_cache_dir_that_is_a_file_is_a_config_problem(tmp_path: Path, key: str) -> None:
+    """Defect 11: state_dir pointing at a regular file gave a traceback."""
+    from agent.errors import ConfigError
+    from agent.manifest.load import load_config
+
+    (tmp_path / "afile").write_text("x")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"device_id: d\nmanifest: m.yaml\n{key}: afile\n")
+    with pytest.raises(ConfigError, match=rf"{key}: .*afile exists and is not a directory"):
+        load_config(config)
