@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # not need Paddle on 3.8 (pyenv's 3.8 when present; skipped with a message otherwise).
 PY38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8) $(shell command -v python3.8 2>/dev/null))
 PY38_TESTS := tests/manifest tests/pipeline tests/processing tests/mqtt tests/telemetry tests/sources \
-	tests/service/test_state.py tests/service/test_notify.py tests/fleet/test_verify.py
+	tests/service/test_state.py tests/service/test_notify.py tests/fleet/test_verify.py tests/fleet/test_artifacts.py
 PY38_SKIP := --ignore=tests/manifest/test_fuzz.py --ignore=tests/processing/test_real_models.py \
 	--ignore=tests/pipeline/test_cascade_ocr.py --ignore=tests/processing/test_ppdet_export.py
 

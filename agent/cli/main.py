@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the agent")
     _common(p)
-    p.add_argument("--once", action="store_true", help="process finite sources to the end, publish all, exit 0")
+    p.add_argument("--once", action="store_true",
+                   help="process finite sources to the end, publish all, print a line per pipeline; 69 if one failed")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("cache", help="inspect or clean the engine cache")

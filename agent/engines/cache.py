@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -41,7 +43,11 @@ log = logging.getLogger(__name__)
 CACHE_SCHEMA = 1
 META = "meta.json"
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-_META_KEYS = ("key", "model", "precision", "backend", "created", "last_used", "fields", "files", "report", "schema")
+_META_KEYS = ("key", "model", "precision", "backend", "created", "last_used", "fields", "files", "report", "schema",
+              "meta_sha256")
+# meta.json is read only from a regular file of at most this size (never a FIFO, a device or a link):
+# a real one is a few KiB; anything else would hang or exhaust memory before it could be rejected.
+MAX_META_BYTES = 1 << 20
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -266,15 +272,16 @@ class EngineCache:
         path = self.root / key
         meta_path = path / META
         try:
-            text = meta_path.read_text(encoding="utf-8")
+            text = _read_meta(meta_path)
         except FileNotFoundError:
             return CacheProblem(key, "meta-missing", "error", f"{meta_path} is missing", path)
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             return CacheProblem(key, "meta-invalid", "error", f"{meta_path} cannot be read: {exc}", path)
         try:
-            meta = json.loads(text)
-        except ValueError as exc:
-            return CacheProblem(key, "meta-invalid", "error", f"{meta_path} is not valid JSON: {exc}", path)
+            meta = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            return CacheProblem(key, "meta-invalid", "error", f"{meta_path} is not valid JSON: "
+                                f"{str(exc)[:200]}", path)
         if not isinstance(meta, dict):
             return CacheProblem(key, "meta-invalid", "error", f"{meta_path} is not a JSON object", path)
         if meta.get("schema") != CACHE_SCHEMA:
@@ -324,7 +331,7 @@ class EngineCache:
     def _housekeeping_info(self) -> List[CacheProblem]:
         info: List[CacheProblem] = []
         for path in _children(self.root):
-            if path.is_dir() and not path.name.startswith(".") and not (path / META).exists():
+            if path.is_dir() and not path.name.startswith(".") and not os.path.lexists(path / META):
                 info.append(CacheProblem(path.name, "unknown-dir", "info", f"{path} has no meta.json: not a cache "
                                          "entry (a lookup of this key would discard it)", path))
         for path in _children(self._tmp):
@@ -417,7 +424,7 @@ class EngineCache:
                 "files": files, "report": report,
             }
             # Round-trip through JSON so the returned entry equals what a later lookup reads.
-            text = json.dumps(meta, indent=1, sort_keys=True, default=str)
+            text = sealed_meta_text(json.loads(json.dumps(meta, default=str)))
             atomic_write(tmp / META, text.encode("utf-8"))
             for directory in sorted({(tmp / rel).parent for rel in files} | {tmp}, reverse=True):
                 fsync_path(directory)
@@ -432,9 +439,10 @@ class EngineCache:
 
     def _touch(self, entry: CacheEntry) -> CacheEntry:
         """Record the load in meta.json (atomic replace); a read-only cache still loads."""
-        meta = dict(entry.meta, last_used=self._clock())
+        text = sealed_meta_text(dict(entry.meta, last_used=self._clock()))
+        meta = json.loads(text)
         try:
-            atomic_write(entry.path / META, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
+            atomic_write(entry.path / META, text.encode("utf-8"))
         except OSError as exc:
             event(log, logging.INFO, "cache.touch_failed", key=entry.key, error=str(exc))
             return entry
@@ -497,7 +505,7 @@ class EngineCache:
 
     def _entry_dirs(self) -> List[Path]:
         return [p for p in _children(self.root)
-                if not p.name.startswith(".") and _KEY.match(p.name) and (p / META).is_file()]
+                if not p.name.startswith(".") and _KEY.match(p.name) and os.path.lexists(p / META)]
 
 
 def _acquire(path: Path, wait: bool) -> Optional[int]:
@@ -529,8 +537,12 @@ def _meta_error(key: str, meta: Mapping[str, Any]) -> str:
         return f"describes key {meta['key']!r}, not the directory's {key!r}"
     if not isinstance(meta["fields"], dict) or not isinstance(meta["report"], dict):
         return "fields and report must be objects"
-    if not all(isinstance(meta[k], (int, float)) for k in ("created", "last_used")):
-        return "created and last_used must be numbers"
+    if not all(isinstance(meta[k], (int, float)) and not isinstance(meta[k], bool) and math.isfinite(meta[k])
+               for k in ("created", "last_used")):
+        return "created and last_used must be finite numbers"
+    if meta["meta_sha256"] != _meta_digest(meta):
+        return ("its recorded fields changed after it was written (meta_sha256 does not match): "
+                "edited or corrupted on disk")
     files = meta["files"]
     if not isinstance(files, dict):
         return "files must be an object"
@@ -542,6 +554,40 @@ def _meta_error(key: str, meta: Mapping[str, Any]) -> str:
                 and isinstance(record.get("size"), int)):
             return f"files[{rel!r}] needs sha256 and size"
     return ""
+
+
+def _meta_digest(meta: Mapping[str, Any]) -> str:
+    """sha256 over every field of meta.json but itself, in a canonical form."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def sealed_meta_text(meta: Mapping[str, Any]) -> str:
+    """meta.json's text for ``meta``, with the digest that covers every other field."""
+    return json.dumps(dict(meta, meta_sha256=_meta_digest(meta)), indent=1, sort_keys=True)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number meta.json may hold")
+
+
+def _read_meta(path: Path) -> str:
+    """meta.json's text, read only from a regular file of at most ``MAX_META_BYTES``: a FIFO would block the
+    reader, and a link to /dev/zero would never end. ValueError says why one is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("it is a symbolic link, not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("it is not a regular file")
+        data = f.read(MAX_META_BYTES + 1)
+    if len(data) > MAX_META_BYTES:
+        raise ValueError(f"it is larger than {MAX_META_BYTES} bytes")
+    return data.decode("utf-8")
 
 
 def _write_error(exc: OSError, directory: Path, what: str) -> CacheError:

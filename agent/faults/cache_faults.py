@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
+from agent.engines.cache import sealed_meta_text
 from agent.faults.harness import cache_state
 from agent.faults.report import ScenarioResult
 from agent.faults.rig import FaultEnv, rig
@@ -41,17 +42,14 @@ def _truncate(path: Path) -> None:
 
 def _plan_from_another_version(entry: Path) -> None:
     """A build record written by a different agent version, re-listed in meta.json with its true hash and
-    size: the checksums pass, only the backend's loader can refuse it."""
+    size and meta.json sealed again: the checksums pass, only the backend's loader can refuse it."""
     plan = entry / PLAN
     _rewrite_json(plan, lambda doc: doc.update(format_version=99))
     data = plan.read_bytes()
 
-    def relist(meta: Dict[str, object]) -> None:
-        files = meta["files"]
-        assert isinstance(files, dict)
-        files[PLAN] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-
-    _rewrite_json(entry / META, relist)
+    meta = json.loads((entry / META).read_text())
+    meta["files"][PLAN] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (entry / META).write_text(sealed_meta_text(meta))
 
 
 Damage = Callable[[Path], object]

@@ -36,7 +36,7 @@ class Attempt:
         of the manifest running after this step, when known."""
         if status not in STATUSES:
             raise ValueError(f"unknown reported status {status!r} (known: {', '.join(STATUSES)})")
-        self.steps[status] = ts
+        self.steps.setdefault(status, ts)  # download progress re-reports validating: keep when it began
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[:MAX_REASON_CHARS] + " ...(truncated)"
         doc = {

@@ -52,6 +52,7 @@ class SimOptions:
     results_interval_s: float = 2.0
     initial_version: int = 1
     fail_devices: Tuple[str, ...] = ()  # these roll back every update
+    offline_devices: Tuple[str, ...] = ()  # these are 'offline' (as after their last will) and answer nothing
     seed: int = 0
 
 
@@ -106,7 +107,8 @@ class FleetSimulator:
         self._thread.start()
         for dev in self.devices.values():
             self._publish(self._topic(dev, "info"), self._info(dev), retain=True)
-            self._publish(self._topic(dev, "status"), b"online", retain=True)
+            offline = dev.device_id in self.options.offline_devices
+            self._publish(self._topic(dev, "status"), b"offline" if offline else b"online", retain=True)
             self._report(dev, None, "applied", "", {})
         p = self.options.prefix
         self._client.subscribe([(f"{p}/+/manifest/desired", 1), (f"{p}/{GROUP_SEGMENT}/+/manifest/desired", 1)])
@@ -149,6 +151,8 @@ class FleetSimulator:
         with self._lock:
             self.stats.envelopes += 1
         for dev in targets:
+            if dev.device_id in self.options.offline_devices:
+                continue
             if (envelope.version, envelope.sha256) == dev.applied or dev.busy:
                 continue
             dev.busy = True

@@ -173,6 +173,8 @@ class PreprocessSpec(StrictModel):
                 raise ValueError(f"{label}: give 1 value, or 3 (one per channel) (got {len(values)})")
         if any(s == 0 for s in self.std):
             raise ValueError(f"std: values must not be 0, the input is divided by them (got {self.std})")
+        if self.resize is not None and self.resize_rule is not None:
+            raise ValueError("resize_rule: give either a fixed 'resize' or a 'resize_rule', not both")
         if self.line_min_width > self.line_max_width:
             raise ValueError(f"line_min_width: must not exceed line_max_width ({self.line_min_width} > "
                              f"{self.line_max_width})")

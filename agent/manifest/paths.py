@@ -12,6 +12,7 @@ import base64
 import binascii
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Literal, Mapping, Optional, Sequence, Union
@@ -89,8 +90,19 @@ def absolute_source(source: str, base_dir: Union[str, Path]) -> str:
 
 
 def is_device(path: str) -> bool:
-    """Camera device nodes (/dev/video0) are sources, not model files: never confined."""
-    return os.path.realpath(path).startswith(DEVICE_DIR + os.sep)
+    """Camera device nodes (/dev/video0) are sources, not model files: never confined. Only a character
+    device counts, or a name directly in /dev that does not exist yet (a camera plugged in later; only
+    root can create it there): files, directories and globs under /dev (world-writable /dev/shm, /dev/mqueue)
+    are confined like any other path."""
+    if is_pattern(path):
+        return False
+    real = os.path.realpath(path)
+    if not real.startswith(DEVICE_DIR + os.sep):
+        return False
+    try:
+        return stat.S_ISCHR(os.stat(real).st_mode)
+    except FileNotFoundError:
+        return os.path.dirname(real) == DEVICE_DIR
 
 
 def inside(path: str, allowed_dirs: Sequence[Union[str, Path]]) -> bool:

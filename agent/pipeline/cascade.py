@@ -59,13 +59,14 @@ class _Candidate:
 class Cascade:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
+        self.crops: Dict[str, int] = {}  # model name -> crops it ran on (health counts them as inferences)
 
     def __call__(self, image: np.ndarray, result: Dict[str, Any]) -> Dict[str, Any]:
         """``result`` (the primary model's, for one frame) with every stage's results attached."""
         regions = regions_of(result)
         if regions:
             for stage in self.stages:
-                _run(stage, [_Candidate(r, image, False) for r in regions])
+                _run(stage, [_Candidate(r, image, False) for r in regions], self.crops)
         return result
 
 
@@ -78,7 +79,7 @@ def regions_of(result: Mapping[str, Any]) -> Optional[List[Region]]:
     return None
 
 
-def _run(stage: Stage, candidates: List[_Candidate]) -> None:
+def _run(stage: Stage, candidates: List[_Candidate], counts: Dict[str, int]) -> None:
     spec = stage.spec
     chosen = [c for c in candidates if c.whole or _wanted(spec, c.region)]
     chosen.sort(key=lambda c: -float(c.region.get("score", 0.0)))
@@ -90,10 +91,12 @@ def _run(stage: Stage, candidates: List[_Candidate]) -> None:
     if not items:
         return
     results = _infer(stage.model, [c for _, c in items])
+    counts[spec.model] = counts.get(spec.model, 0) + len(items)
     for (cand, _), res in zip(items, results):
         cand.region[spec.model] = res
     for child in stage.children:
-        _run(child, [n for (cand, cropped), res in zip(items, results) for n in _below(stage, cand, cropped, res)])
+        _run(child, [n for (cand, cropped), res in zip(items, results) for n in _below(stage, cand, cropped, res)],
+             counts)
     for (cand, _), res in zip(items, results):
         if not cand.whole and "quad" not in cand.region:
             _shift(regions_of(res) or [], cand.region)

@@ -77,6 +77,7 @@ class ManifestRuntime:
     pipelines: Dict[str, Pipeline] = field(default_factory=dict)
     failures: Dict[str, str] = field(default_factory=dict)  # model or pipeline name -> why it is not running
     shared: Dict[str, SharedInference] = field(default_factory=dict)  # model name -> its batching worker
+    cascades: Dict[str, Cascade] = field(default_factory=dict)  # pipeline name -> its pipelines[].then
 
     @classmethod
     def prepare(
@@ -132,6 +133,8 @@ class ManifestRuntime:
             try:
                 inference = self._inference(prepared, users)
                 cascade = Cascade([self._stage(stage, users) for stage in pspec.then]) if pspec.then else None
+                if cascade is not None:
+                    self.cascades[pspec.name] = cascade
                 source = open_source(pspec.source, pspec.options, self.loaded.base_dir)
             except Exception as exc:  # e.g. a preprocess that does not fit the model: this pipeline's failure
                 if strict:
@@ -249,6 +252,7 @@ class ManifestRuntime:
                     infer += pipeline.stats.latency_samples("infer")
                     inferences += pipeline.stats.processed
                     errors += pipeline.stats.errors
+            inferences += sum(c.crops.get(name, 0) for c in self.cascades.values())
             p = prepared.placement
             out[name] = ModelHealth(
                 backend=p.backend, route=p.route, device=p.device, precision=p.precision,

@@ -7,6 +7,7 @@ The accepted forms follow jetson-inference's ``videoSource``: ``file://`` or pla
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ def parse_uri(uri: str, base_dir: Path) -> SourceSpec:
             raise SourceError(f"source {display!r}: file:// needs a path, e.g. file:///data/video.mp4")
         return _classify_path(unquote(rest), base_dir, display)
     if scheme == "csi":
-        if not rest.isdigit():
+        if not (rest.isascii() and rest.isdigit()):  # '¹' is a digit to str.isdigit, not to int()
             raise SourceError(f"source {display!r}: expected csi://<sensor-id>, e.g. csi://0")
         return SourceSpec("csi", str(int(rest)), display)
     if scheme == "v4l2":
@@ -132,7 +133,7 @@ def validate_pipeline(pipeline: str) -> str:
 
 
 def _classify_path(raw: str, base_dir: Path, display: str) -> SourceSpec:
-    path = Path(raw).expanduser()
+    path = Path(os.path.expanduser(raw))  # unlike Path.expanduser, leaves an unknown '~user' as it is
     if not path.is_absolute():
         path = base_dir / path
     if _GLOB_MAGIC.search(raw):

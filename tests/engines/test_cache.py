@@ -79,7 +79,7 @@ def test_miss_build_hit(cache: EngineCache, clock: Clock) -> None:
     meta = json.loads((entry.path / META).read_text())
     assert meta["schema"] == CACHE_SCHEMA and meta == entry.meta
     assert set(meta) == {"schema", "key", "model", "precision", "backend", "created", "last_used", "fields",
-                         "files", "report"}
+                         "files", "report", "meta_sha256"}
     assert leftovers(cache) == {".tmp": [], ".trash": []}
 
     again, hit = cache.build(key, FIELDS, "det", "paddle", builder)

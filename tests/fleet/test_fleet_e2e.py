@@ -11,7 +11,7 @@ import errno
 import hashlib
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -35,11 +35,12 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
 class Device:
     """A site, its daemon running in a thread, and a recorder of what it publishes."""
 
-    def __init__(self, root: Path, broker: Broker, assets: DemoAssets) -> None:
+    def __init__(self, root: Path, broker: Broker, assets: DemoAssets,
+                 download: Optional[Dict[str, Any]] = None) -> None:
         self.broker = broker
         self.signer = Signer()
         self.site = Site(root, assets)
-        self.site.write_config(broker.port, [self.signer.public])
+        self.site.write_config(broker.port, [self.signer.public], download=download)
         self.watch = Watch(broker.port)
         self.daemon = Wiring.from_files(self.site.config).daemon(Notifier(None))
         self.exit: List[int] = []

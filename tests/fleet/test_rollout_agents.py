@@ -139,7 +139,7 @@ def test_a_bad_update_stops_at_the_canary_then_a_good_one_reaches_all_three(flee
     assert doc["software"]["paddle"] and doc["software"]["tensorrt"] is None  # no TensorRT on this machine
     assert doc["device"]["kind"] in ("cpu", "gpu") and doc["device"]["dla_cores"] == 0
 
-    assert fleet_cli(["status", "--group", GROUP, "--port", str(fleet.broker.port), "--json", "--wait", "1.5"]) == 0
+    assert fleet_cli(["status", "--group", GROUP, "--port", str(fleet.broker.port), "--json", "--wait", "2.5"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["device"], r["online"], r["applied"]) for r in rows] == [(n, True, 3) for n in NAMES]
     assert all(r["fps"] is not None and r["errors"] == 0 for r in rows), rows

@@ -65,12 +65,12 @@ def test_a_good_update_reaches_every_simulated_device_in_waves(tmp_path: Path, m
     retained = first_message(mqtt_broker.port, "edge/group/sim/manifest/desired")
     assert retained is not None and parse_envelope(retained.payload).version == 2
 
-    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--json", "--wait", "1"]) == 0
+    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--json", "--wait", "2"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == DEVICES and all(r["online"] and r["applied"] == 2 for r in rows)
     assert all(r["last_attempt"]["status"] == "applied" and r["fps"] == 10.0 for r in rows)
 
-    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--wait", "1"]) == 0
+    assert fleet_cli(["status", "--group", "sim", "--port", str(mqtt_broker.port), "--wait", "2"]) == 0
     table = capsys.readouterr()
     lines = table.out.splitlines()
     assert lines[0].split()[:4] == ["device", "online", "applied", "last"] and len(lines) == DEVICES + 1
@@ -132,3 +132,23 @@ def test_an_abort_rolls_back_the_devices_that_applied(tmp_path: Path, mqtt_broke
     # v1's manifest again, signed as v3 so it is newer than v2; the last wave's others never got v2
     # (sim-00003, in the second wave, fails every update, v1 included).
     assert [versions[d] for d in sorted(versions)] == [3, 3, 3, 0, 3, 1, 1, 1, 1, 1]
+
+
+def test_an_offline_device_times_out_and_counts_as_a_failure(tmp_path: Path, mqtt_broker: Broker,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    sim = FleetSimulator("127.0.0.1", mqtt_broker.port,
+                         SimOptions(devices=5, delay_s=(0.02, 0.05), results_interval_s=0.3,
+                                    offline_devices=("sim-00002",))).start()
+    try:
+        env = envelope_file(tmp_path, Signer(), 2)
+        code = fleet_cli(["rollout", "--envelope", str(env), "--group", "sim", "--port", str(mqtt_broker.port),
+                          "--journal", str(tmp_path / "j.json"), "--soak-s", "0.5", "--timeout-s", "1.5",
+                          "--canary", "0", "--waves", "100", "--max-failures", "1", "--json"])
+    finally:
+        sim.stop()
+    rows = {d["device"]: d for d in json.loads(capsys.readouterr().out)["devices"]}
+    assert code == 1
+    assert rows["sim-00002"]["outcome"] == "timeout"
+    assert rows["sim-00002"]["reason"] == "no final state within 1.5s (device offline)"
+    assert {d: r["outcome"] for d, r in rows.items() if d != "sim-00002"} == \
+        {f"sim-0000{i}": "applied" for i in (0, 1, 3, 4)}

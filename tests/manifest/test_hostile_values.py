@@ -43,3 +43,24 @@ def test_a_dynamic_range_is_sized_at_its_max(tmp_path: Path) -> None:
     text = MANIFEST.replace("max: [4, 3, 224, 224]", "max: [4096, 3, 4096, 4096]")
     with pytest.raises(ManifestError, match=r"'max' \[4096, 3, 4096, 4096\] of float32"):
         load_manifest(make_tree(tmp_path, text))
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("kind", ["file", "directory", "glob"])
+def test_fleet_confinement_exempts_only_character_devices_under_dev(tmp_path: Path, kind: str) -> None:
+    """Defect 6: files, directories and globs in world-writable /dev/shm passed fleet confinement."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+        (Path(shm) / "a.png").write_bytes(b"png")
+        source = {"file": f"{shm}/a.png", "directory": shm, "glob": f"{shm}/*.png"}[kind]
+        text = MANIFEST.replace("source: /dev/video0", f"source: {source}")
+        path = make_tree(tmp_path / "site", text)
+        with pytest.raises(ManifestError, match="escapes the allowed model directories"):
+            load_manifest(path, allowed_dirs=[tmp_path / "site"])
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/video7"])
+def test_a_character_device_or_a_camera_not_plugged_in_yet_stays_exempt(tmp_path: Path, device: str) -> None:
+    text = MANIFEST.replace("source: /dev/video0", f"source: {device}")
+    load_manifest(make_tree(tmp_path / "site", text), allowed_dirs=[tmp_path / "site"])

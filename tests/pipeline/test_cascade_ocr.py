@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -87,8 +87,8 @@ pipelines:
     return path
 
 
-def run(tmp: Path, manifest_path: Path) -> List[Dict[str, Any]]:
-    """Every result the pipeline published, after its finite source ended."""
+def run(tmp: Path, manifest_path: Path, health: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """Every result the pipeline published, after its finite source ended (and the models' health)."""
     loaded = load_manifest(manifest_path)
     preparer = ModelPreparer(EngineCache(tmp / "cache"), make_backends(tmp, sample_feed), detect_device(),
                              calibration_feeds, list_images)
@@ -107,6 +107,8 @@ def run(tmp: Path, manifest_path: Path) -> List[Dict[str, Any]]:
     deadline = time.monotonic() + 120
     while not runtime.finished and time.monotonic() < deadline:
         time.sleep(0.05)
+    if health is not None:
+        health.update(runtime.model_health())
     runtime.close()
     assert runtime.pipelines["ocr"].stats.errors == 0, runtime.pipelines["ocr"].stats.last_error
     return results
@@ -116,7 +118,11 @@ def run(tmp: Path, manifest_path: Path) -> List[Dict[str, Any]]:
 def test_rendered_text_is_read_exactly_through_det_direction_rec(tmp_path: Path, ppocr_models: PpOcr,
                                                                  version: str) -> None:
     image = render(tmp_path / "lines.png")
-    (result,) = run(tmp_path, manifest(tmp_path, ppocr_models, image, version))
+    health: Dict[str, Any] = {}
+    (result,) = run(tmp_path, manifest(tmp_path, ppocr_models, image, version), health)
+    healed = [n for n in health["det"].notes if n.startswith("oneDNN disabled: ")]
+    assert len(healed) == (1 if version == "v5" else 0)  # PP-OCRv5's detector cannot run under oneDNN
+    assert [health[m].inferences for m in ("det", "direction", "rec")] == [1, len(LINES), len(LINES)]
     regions = result["regions"]
     assert [r["rec"]["text"] for r in regions] == LINES
     for row, region in enumerate(regions):

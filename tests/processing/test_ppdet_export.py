@@ -5,9 +5,6 @@ source pixels equal Paddle's own rows, and a cascade classifies the boxes of one
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
@@ -27,19 +24,7 @@ from agent.processing.preprocess import Preprocessor, calibration_feeds, sample_
 from agent.sources.files import list_images
 from tests.support.ppocr import PaddleOcrModel, run_paddle
 
-REPO = Path(__file__).resolve().parents[2]
 LABELS = ["person", "car", "bicycle", "dog"]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, PaddleOcrModel]:
-    root = tmp_path_factory.mktemp("examples")
-    out = {}
-    for kind in ("detector", "classifier"):
-        subprocess.run([sys.executable, str(REPO / "deploy/examples/export_models.py"), kind, str(root / kind)],
-                       check=True, capture_output=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
-        out[kind] = PaddleOcrModel(root / kind / "inference.json", root / kind / "inference.pdiparams")
-    return out
 
 
 def prepare(tmp_path: Path, doc: Dict[str, Any]) -> PreparedModel:
@@ -63,8 +48,8 @@ def frame() -> np.ndarray:
     return image
 
 
-def test_detections_are_paddle_rows_in_source_pixels(tmp_path: Path, exported: Dict[str, PaddleOcrModel]) -> None:
-    prepared = prepare(tmp_path, detector_doc(exported["detector"]))
+def test_detections_are_paddle_rows_in_source_pixels(tmp_path: Path, example_models: Dict[str, PaddleOcrModel]) -> None:
+    prepared = prepare(tmp_path, detector_doc(example_models["detector"]))
     # built and run once from the preprocessing alone; oneDNN cannot run this program (its interpolate)
     assert prepared.report["warmup"] == [{"image": [1, 3, 320, 320], "im_shape": [1, 2], "scale_factor": [1, 2]}]
     assert any(n.startswith("oneDNN disabled: ") for n in prepared.placement.notes)
@@ -77,7 +62,7 @@ def test_detections_are_paddle_rows_in_source_pixels(tmp_path: Path, exported: D
     post = make_postprocessor(prepared.spec.postprocess, prepared.predictor.outputs, LABELS)
     (result,) = post(outputs, metas)
 
-    rows, count = run_paddle(exported["detector"], feeds, mkldnn=False)
+    rows, count = run_paddle(example_models["detector"], feeds, mkldnn=False)
     assert count.tolist() == [len(rows)] and len(rows) > 0
     rows = rows[rows[:, 1] >= 0.05]
     rows = rows[np.argsort(-rows[:, 1], kind="stable")][:20]
@@ -111,10 +96,10 @@ class Counting(Predictor):
 
 
 def test_a_cascade_classifies_the_chosen_boxes_in_one_batch(
-        tmp_path: Path, exported: Dict[str, PaddleOcrModel]) -> None:
-    det = prepare(tmp_path, detector_doc(exported["detector"]))
-    cls_doc = {"name": "cls", "model": str(exported["classifier"].model),
-               "params": str(exported["classifier"].params), "target": "cpu",
+        tmp_path: Path, example_models: Dict[str, PaddleOcrModel]) -> None:
+    det = prepare(tmp_path, detector_doc(example_models["detector"]))
+    cls_doc = {"name": "cls", "model": str(example_models["classifier"].model),
+               "params": str(example_models["classifier"].params), "target": "cpu",
                "preprocess": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
                "postprocess": {"type": "classification", "top_k": 2}}
     cls = prepare(tmp_path, cls_doc)

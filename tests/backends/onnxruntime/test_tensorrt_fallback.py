@@ -65,3 +65,25 @@ def test_onnx_detector_runs_on_onnx_runtime_and_equals_a_direct_run(
 def test_require_target_refuses_the_onnx_runtime_fallback(tmp_path: Path, ppocr_models: PpOcr) -> None:
     with pytest.raises(CapabilityError, match="require_target is set, so it does not fall back to ONNX Runtime"):
         preparer(tmp_path).prepare(spec(ppocr_models.onnx_det, require_target=True))
+
+
+def test_a_paddle_model_on_backend_tensorrt_is_converted_for_onnx_runtime(tmp_path: Path, paddle_models: Any) -> None:
+    model = paddle_models["classifier"]
+    doc = {"name": "cls", "model": str(model.model), "params": str(model.params), "backend": "tensorrt",
+           "preprocess": {"resize": [32, 32]}, "postprocess": {"type": "classification"}}
+    prepared = preparer(tmp_path).prepare(ModelSpec.model_validate(doc))
+    assert prepared.placement.route == "onnxruntime-cpu"
+    assert list(prepared.entry.path.glob("*.onnx"))  # paddle2onnx wrote it into the cache entry
+    assert prepared.predictor is not None
+    x = np.random.RandomState(0).rand(2, 3, 32, 32).astype(np.float32)
+    got = next(iter(prepared.predictor.infer({"x": x}).values()))
+    from paddle import inference
+
+    config = inference.Config(str(model.model), str(model.params))
+    config.disable_gpu()
+    config.disable_mkldnn()
+    direct = inference.create_predictor(config)
+    direct.get_input_handle("x").reshape(x.shape)
+    direct.get_input_handle("x").copy_from_cpu(x)
+    direct.run()
+    np.testing.assert_allclose(got, direct.get_output_handle(direct.get_output_names()[0]).copy_to_cpu(), atol=1e-5)

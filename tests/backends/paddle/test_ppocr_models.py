@@ -88,3 +88,27 @@ def test_mkldnn_off_in_the_manifest_needs_no_fallback(tmp_path: Path, ppocr_mode
     prepared = prepare(tmp_path, ppocr_models.v5_det, target="cpu", cpu={"mkldnn": False})
     assert prepared.placement.notes == []
     assert prepared.report["warmup"] == [{"x": [1, 3, 480, 640]}]
+
+
+def test_the_chain_ends_without_ir_optimisation_and_load_repeats_it(tmp_path: Path, paddle_models: Any) -> None:
+    from paddle.inference import create_predictor
+
+    def no_ir_passes(config: Any) -> Any:  # a model Paddle's graph passes break, as some exports do
+        if config.ir_optim():
+            raise RuntimeError("(InvalidArgument) a pass broke this program")
+        return create_predictor(config)
+
+    backend = PaddleBackend(sample_feed=sample_feed, create_predictor=no_ir_passes)
+    prep = ModelPreparer(EngineCache(tmp_path / "cache"), {"paddle": backend}, detect_device(), calibration_feeds,
+                         list_images)
+    model = paddle_models["classifier"]
+    prepared = prep.prepare(ModelSpec.model_validate({
+        "name": "cls", "model": str(model.model), "params": str(model.params), "target": "cpu",
+        "preprocess": {"resize": [32, 32]}}))
+    notes = prepared.placement.notes
+    assert [n.split(":")[0] for n in notes] == ["oneDNN disabled", "IR optimisation disabled"]
+    assert "a pass broke this program" in notes[1]
+    record = BuildRecord.read(prepared.entry.path)
+    assert (record.mkldnn, record.ir_optim) == (False, False)
+    assert prepared.predictor is not None  # loaded from the entry with the recorded settings
+    assert prepared.predictor.infer(sample_feed(prepared.spec, prepared.predictor.inputs))
