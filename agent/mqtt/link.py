@@ -163,7 +163,8 @@ class MqttLink:
         self._props_cache: Dict[MessageProps, Properties] = {}
         # paho doubles its reconnect delay without jitter, so a fleet reconnects in lockstep after a broker
         # restart; before each of paho's waits we set both its bounds to our own jittered delay instead.
-        self._backoff = Backoff(config.reconnect_min_s, max(config.reconnect_min_s, config.reconnect_max_s))
+        self._backoff = Backoff(config.reconnect_min_s, max(config.reconnect_min_s, config.reconnect_max_s),
+                                full_jitter=True)
         self._up = threading.Event()
         self._inbound: queue.Queue[Any] = queue.Queue(maxsize=inbound_queue)
         self._dispatcher = threading.Thread(target=self._dispatch, name="mqtt-dispatch", daemon=True)

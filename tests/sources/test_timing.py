@@ -109,3 +109,10 @@ def test_backoff_reset_and_degenerate_bounds() -> None:
 )
 def test_connection_quality_follows_frigate(fps, expected_fps, reconnects, stalls, quality) -> None:
     assert connection_quality(fps, expected_fps, reconnects, stalls) == quality
+
+
+def test_full_jitter_backoff_starts_at_zero_under_the_same_ceiling() -> None:
+    low = Backoff(1.0, 8.0, rand=lambda: 0.0, full_jitter=True)
+    high = Backoff(1.0, 8.0, rand=lambda: 1.0, full_jitter=True)
+    assert [low.next_delay() for _ in range(4)] == [0.0, 0.0, 0.0, 0.0]
+    assert [high.next_delay() for _ in range(4)] == [2.0, 4.0, 8.0, 8.0]
