@@ -395,6 +395,8 @@ class PipelineSpec(StrictModel):
     publish: PublishSpec = Field(default_factory=PublishSpec)
     batch: int = Field(1, ge=1, le=64)
     batch_wait_ms: float = Field(5.0, ge=0, le=10000)
+    may_idle: bool = Field(False, description="a fleet update's grace period accepts this pipeline without a result "
+                                              "(a source that may legitimately stay quiet)")
     then: List[CascadeSpec] = Field(default_factory=list, max_length=16,
                                     description="models run on each region the pipeline's model found")
 

@@ -222,6 +222,14 @@ class ManifestRuntime:
                 return f"{name}: {pipeline.stats.last_error}"
         return None
 
+    def silent(self) -> Optional[str]:
+        """The first pipeline that has published no result yet (``may_idle`` ones excepted), as a reason."""
+        for name, pipeline in self.pipelines.items():
+            if not pipeline.spec.may_idle and pipeline.stats.published == 0:
+                return (f"{name}: no result from {pipeline.source.uri} in the grace period (a camera that never "
+                        "connected?); set may_idle: true on a pipeline whose source may stay quiet")
+        return None
+
     def pipeline_states(self) -> Dict[str, Tuple[str, Optional[str]]]:
         """Pipeline name -> (state, last error), those that failed to build included; cheap enough for every tick."""
         out = {name: (p.stats.state, p.stats.last_error) for name, p in self.pipelines.items()}

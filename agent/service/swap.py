@@ -23,6 +23,9 @@ from agent.service.runtime import ManifestRuntime, describe_error
 log = logging.getLogger(__name__)
 
 GRACE_TICK_S = 0.2
+# How long past the grace period a new pipeline may take to publish its first result: a model's first
+# inferences on a loaded Jetson (or a camera's first frame) can take seconds.
+FIRST_RESULT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class ManifestSwapper:
     """Owns the running ``ManifestRuntime`` from start-up on and every change to it."""
 
     def __init__(self, runtime: ManifestRuntime, prepare: PrepareFn, reopen: ReopenFn, store: ManifestStore,
-                 grace_period_s: float, set_phase: PhaseFn) -> None:
+                 grace_period_s: float, set_phase: PhaseFn, first_result_s: float = FIRST_RESULT_S) -> None:
         self.runtime = runtime
+        self.first_result_s = first_result_s
         self.prepare = prepare
         self.reopen = reopen
         self.store = store
@@ -144,11 +148,18 @@ class ManifestSwapper:
         return SwapOutcome(False, "rolled_back", problem)
 
     def _watch_grace(self, runtime: ManifestRuntime) -> Optional[str]:
-        deadline = time.monotonic() + self.grace_period_s
-        while time.monotonic() < deadline and not self._closing.is_set():
+        """No pipeline may fail during the grace period, and each must publish a result (a camera that never
+        connects is in backoff, not failed): waited for up to ``first_result_s`` beyond the period."""
+        start = time.monotonic()
+        while not self._closing.is_set():
             problem = runtime.healthy()
             if problem:
                 return problem
+            elapsed = time.monotonic() - start
+            if elapsed >= self.grace_period_s:
+                silent = runtime.silent()
+                if silent is None or elapsed >= self.grace_period_s + self.first_result_s:
+                    return silent
             self._closing.wait(GRACE_TICK_S)
         return runtime.healthy()
 

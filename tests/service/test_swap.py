@@ -23,6 +23,7 @@ from tests.mqtt.helpers import wait_until
 class FakeRuntime:
     version: int
     problem: Optional[str] = None
+    quiet: Optional[str] = None
     start_error: Optional[BaseException] = None
     events: List[str] = field(default_factory=list)
     reopened_from: Optional[FakeRuntime] = None
@@ -45,6 +46,9 @@ class FakeRuntime:
     def healthy(self) -> Optional[str]:
         return self.problem
 
+    def silent(self) -> Optional[str]:
+        return self.quiet
+
 
 class FakeStore:
     def __init__(self) -> None:
@@ -62,7 +66,7 @@ def loaded(version: int) -> Any:
 
 
 class Harness:
-    def __init__(self, prepare: Callable[[Any], FakeRuntime]) -> None:
+    def __init__(self, prepare: Callable[[Any], FakeRuntime], first_result_s: float = 0.1) -> None:
         self.first = FakeRuntime(1)
         self.store = FakeStore()
         self.outcomes: Dict[int, List[SwapOutcome]] = {}
@@ -72,7 +76,8 @@ class Harness:
             return FakeRuntime(stopped.version, reopened_from=stopped)
 
         self.swapper = ManifestSwapper(cast(Any, self.first), cast(Any, prepare), reopen, cast(Any, self.store),
-                                       grace_period_s=0.05, set_phase=lambda phase: None)
+                                       grace_period_s=0.05, set_phase=lambda phase: None,
+                                       first_result_s=first_result_s)
 
     def submit(self, version: int) -> None:
         def on_done(outcome: SwapOutcome) -> None:
@@ -200,3 +205,25 @@ def test_close_rejects_a_waiting_request_and_closes_the_runtime() -> None:
     assert h.outcome(3).status == "rejected"
     assert h.outcome(2).status in ("applied", "rolled_back")
     assert h.runtime.events[-1] == "close"
+
+
+def test_a_pipeline_that_publishes_nothing_in_the_grace_period_rolls_back() -> None:
+    """Defect 8: an update whose only camera never connects (in backoff, not failed) was applied."""
+    h = Harness(lambda manifest: FakeRuntime(manifest.manifest.version, quiet="cam: no result from rtsp://x"))
+    h.submit(2)
+    out = h.outcome(2)
+    assert (out.status, out.reason) == ("rolled_back", "cam: no result from rtsp://x")
+    assert h.runtime.reopened_from is h.first
+
+
+def test_a_first_result_arriving_after_the_grace_period_but_in_time_is_applied() -> None:
+    runtimes: List[FakeRuntime] = []
+
+    def prepare(manifest: Any) -> FakeRuntime:
+        runtimes.append(FakeRuntime(manifest.manifest.version, quiet="cam: no result yet"))
+        threading.Timer(0.3, lambda: setattr(runtimes[-1], "quiet", None)).start()
+        return runtimes[-1]
+
+    h = Harness(prepare, first_result_s=5.0)
+    h.submit(2)
+    assert h.outcome(2).status == "applied"
