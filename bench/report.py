@@ -94,8 +94,9 @@ def fast_tables(doc: Mapping[str, Any]) -> List[str]:
         lines.append(f"== first frame: skipped ({first['skipped']})")
     elif first:
         warm, cold = first["warm"], first["cold"]
-        lines.append(f"== first frame after build (PP-OCRv4 det 640x640, inputs not declared): inference of frame "
-                     f"0 / steady (median from frame 5): {warm['first_vs_steady']:.2f} x with the warm start "
+        lines.append(f"== first frame after build (PP-OCRv4 det 640x640, inputs not declared), median of "
+                     f"{len(warm['rounds'])} rounds (each: {warm['rounds']} warm, {cold['rounds']} cold): inference of "
+                     f"frame 0 / steady (median from frame 5): {warm['first_vs_steady']:.2f} x with the warm start "
                      f"({warm['first_ms']:.1f} / {warm['steady_ms']:.1f} ms; start to READY "
                      f"{warm['start_to_ready_s']:.2f} s), {cold['first_vs_steady']:.2f} x without "
                      f"({cold['first_ms']:.1f} / {cold['steady_ms']:.1f} ms)")

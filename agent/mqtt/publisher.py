@@ -88,6 +88,7 @@ class ResultPublisher:
         # filled by publishers and paho's thread, emptied by the drain (deque appends are thread-safe)
         self._fresh: Deque[SpooledMessage] = deque(maxlen=FRESH_MAX)
         self._done: Deque[int] = deque()
+        self._room_wanted = False  # the drain waits for acknowledgements to free room in the window
         # counters: written by the drain thread, read by stats()
         self._published = 0
         self._rejected = 0
@@ -163,6 +164,9 @@ class ResultPublisher:
                     if self.link.connected:
                         self._fill()
                     self._delete_acked(force=not self._sent)
+                    self._room_wanted = len(self._sent) >= self._window()
+                    if self._room_wanted and self._done:
+                        self._wake.set()  # acknowledged meanwhile, before the flag told paho's thread to wake us
                 except Exception as exc:
                     self._last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("publisher.drain_failed")
@@ -281,13 +285,12 @@ class ResultPublisher:
         ticket = self.link.publish(message.topic, message.payload, message.qos, message.retain, RESULT_PROPS)
         self._sent[message.seq] = _Sent(message, ticket)
         seq = message.seq
-        window = self._window()
 
         def done(ticket: PublishTicket) -> None:
             self._done.append(seq)
-            # A success needs the drain only when it waits for room in the window; otherwise the next result,
-            # or the ack timer, reaps it (one wake per result instead of two).
-            if ticket.outcome != ACKED or len(self._sent) >= window or len(self._done) >= self.ack_batch:
+            # A success needs the drain only when it waits for room in the window (a backlog); otherwise the
+            # next result, or the ack timer, reaps it (one wake per result instead of two).
+            if ticket.outcome != ACKED or self._room_wanted or len(self._done) >= self.ack_batch:
                 self._wake.set()
 
         ticket.add_done_callback(done)

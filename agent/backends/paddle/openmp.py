@@ -19,10 +19,10 @@ import ctypes
 import os
 from typing import Optional
 
-# inference at most this long (warm, in ms) gets blocktime 0. Measured: the 64x64 classifier (0.3-0.9 ms)
-# gains, ResNet-18 (10 ms on the benchmark host in 2026-12, 26-36 ms on an older one) loses 5-9%; 3 ms is
-# about two decodes of a 640x480 camera frame there, below which the gaps between inferences dominate
-SHORT_INFERENCE_MS = 3.0
+# inference at most this long (warm, in ms) gets blocktime 0. Measured in the agent's pipeline: the 64x64
+# classifier (0.3-0.9 ms) gains 9-25%; ResNet-18 at 10 ms (the AVX-512 benchmark host, 2026-12) keeps its
+# fps and spends 7 of 30 ms of CPU per frame less; ResNet-18 at 26-36 ms (an older AVX2 host) lost 5-9%
+SHORT_INFERENCE_MS = 15.0
 DEFAULT_BLOCKTIME_MS = 200  # Intel OpenMP's own default
 
 
