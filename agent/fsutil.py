@@ -1,8 +1,11 @@
-"""Crash-safe file writes shared by the engine cache, the state store, fleet staging and timing caches."""
+"""Crash-safe file writes shared by the engine cache, the state store, fleet staging and timing caches;
+bounded reads of files a hostile or careless path may name."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,3 +34,22 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, only if it is a regular file (not a link, FIFO or device) of at most
+    ``max_bytes``: a FIFO would block the reader and /dev/zero would never end. ``ValueError`` says why
+    one is refused; ``OSError`` as ``open`` raises it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link, not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes} bytes")
+    return data

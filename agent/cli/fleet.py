@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Tuple
 
 from agent.errors import EX_USAGE, FleetError
-from agent.fleet.envelope import TARGET_PATTERN, ModelFile, build_envelope, parse_envelope
+from agent.fleet.envelope import MAX_ENVELOPE_BYTES, TARGET_PATTERN, ModelFile, build_envelope, parse_envelope
 from agent.fleet.keys import generate_private_key, key_id, load_private_key, private_pem, public_b64, public_pem
 from agent.fleet.publish import BrokerTarget, OperatorClient, publish_retained
 from agent.fleet.rollout import Journal, Rollout, RolloutOptions, resign_with
 from agent.fleet.view import FleetView
+from agent.fsutil import read_regular
 from agent.hashing import sha256_file
 from agent.manifest.config import DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN
 from agent.manifest.problems import InvalidConfigError
@@ -86,7 +87,7 @@ def add_fleet_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--max-failures", type=int, default=0, help="abort when more devices fail (default: 0)")
     p.add_argument("--soak-s", type=float, default=60.0,
                    help="seconds an updated device must stay online and publish results (default: %(default)s)")
-    p.add_argument("--timeout-s", type=float, default=900.0,
+    p.add_argument("--timeout-s", type=_positive, default=900.0,
                    help="seconds a wave's devices have to reach a final state (default: %(default)s)")
     p.add_argument("--rollback-on-abort", action="store_true",
                    help="on abort, publish the group's previous manifest (at a new version) to devices that applied")
@@ -106,7 +107,7 @@ def _broker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-file", type=Path, default=None)
     p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate (PEM): connect with TLS")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    p.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait for the broker")
 
 
 # commands ------------------------------------------------------------------------------------------------
@@ -120,9 +121,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
                              "or pass --force to replace them (devices trusting the old key will reject new updates)")
     private = generate_private_key()
     public = private.public_key()
-    out.mkdir(parents=True, exist_ok=True)
-    _write(private_path, private_pem(private), 0o600)
-    _write(public_path, public_pem(public), 0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(private_path, private_pem(private), 0o600)
+        _write(public_path, public_pem(public), 0o644)
+    except OSError as exc:
+        raise FleetError(f"--out {out}: cannot write the key files ({exc.strerror or exc}); give a writable "
+                         "directory") from None
     print(public_b64(public))
     print(f"key_id={key_id(public)} private={private_path} public={public_path}", file=sys.stderr)
     return 0
@@ -130,10 +135,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     manifest_path: Path = args.manifest
-    try:
-        data = manifest_path.read_bytes()
-    except OSError as exc:
-        raise FleetError(f"cannot read the manifest {manifest_path}: {exc.strerror or exc}") from None
+    data = _read_input(manifest_path, "the manifest")
     version = _manifest_version(data, manifest_path)
     if args.version is not None and args.version != version:
         raise FleetError(f"--version {args.version} differs from the manifest's version {version}; "
@@ -146,17 +148,18 @@ def cmd_sign(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.buffer.write(body + b"\n")
     else:
-        Path(args.out).write_bytes(body + b"\n")
+        try:
+            Path(args.out).write_bytes(body + b"\n")
+        except OSError as exc:
+            raise FleetError(f"--out {args.out}: cannot write the envelope ({exc.strerror or exc}); give a file "
+                             "path in an existing, writable directory, or - for stdout") from None
     print(f"version={version} sha256={envelope.sha256} key_id={envelope.key_id or 'unsigned'} "
           f"models={len(models)} out={args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    try:
-        payload = args.envelope.read_bytes()
-    except OSError as exc:
-        raise FleetError(f"cannot read {args.envelope}: {exc.strerror or exc}") from None
+    payload = _read_input(args.envelope, "the envelope")
     envelope = parse_envelope(payload)
     dest = f"device:{args.device}" if args.device else f"group:{args.group}"
     if envelope.target is not None and envelope.target != dest:
@@ -195,10 +198,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    try:
-        payload = args.envelope.read_bytes()
-    except OSError as exc:
-        raise FleetError(f"cannot read {args.envelope}: {exc.strerror or exc}") from None
+    payload = _read_input(args.envelope, "the envelope")
     envelope = parse_envelope(payload)
     if envelope.target is not None and envelope.target != f"group:{args.group}":
         raise FleetError(f"the envelope is for {envelope.target}, not group:{args.group}; sign it again with "
@@ -289,6 +289,21 @@ def _model_url(spec: str, manifest_dir: Path) -> ModelFile:
         raise FleetError(f"--model-url {spec!r}: expected PATH=URL with an http:// or https:// URL")
     local = _model_file(Path(path), manifest_dir)
     return local.model_copy(update={"url": url, "size": os.path.getsize(path)})
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    """An operator's input file, bounded like what a device accepts: a FIFO or /dev/zero is refused, not read."""
+    try:
+        return read_regular(path, MAX_ENVELOPE_BYTES)
+    except (OSError, ValueError) as exc:
+        raise FleetError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds (got {text})")
+    return value
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

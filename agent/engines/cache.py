@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Set, Tuple, Union
 
 from agent.errors import CacheError
-from agent.fsutil import atomic_write, fsync_path
+from agent.fsutil import atomic_write, fsync_path, read_regular
 from agent.hashing import sha256_file
 from agent.logs import event
 
@@ -572,22 +572,7 @@ def _no_constant(name: str) -> Any:
 
 
 def _read_meta(path: Path) -> str:
-    """meta.json's text, read only from a regular file of at most ``MAX_META_BYTES``: a FIFO would block the
-    reader, and a link to /dev/zero would never end. ValueError says why one is refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ValueError("it is a symbolic link, not a regular file") from None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("it is not a regular file")
-        data = f.read(MAX_META_BYTES + 1)
-    if len(data) > MAX_META_BYTES:
-        raise ValueError(f"it is larger than {MAX_META_BYTES} bytes")
-    return data.decode("utf-8")
+    return read_regular(path, MAX_META_BYTES).decode("utf-8")
 
 
 def _write_error(exc: OSError, directory: Path, what: str) -> CacheError:
