@@ -36,7 +36,7 @@ from agent.fleet.report import (
     VALIDATING,
     Attempt,
 )
-from agent.fleet.validate import stage_manifest
+from agent.fleet.validate import check_fleet_sources, stage_manifest
 from agent.fleet.verify import TrustPolicy, check_newer, check_target, verify_envelope
 from agent.logs import event
 from agent.manifest.config import AgentConfig
@@ -175,6 +175,7 @@ class FleetController:
         self._report(attempt, VALIDATING)
         try:
             loaded = stage_manifest(envelope, self._staged, self.allowed_dirs, self._fetch_for(attempt))
+            check_fleet_sources(loaded, self.config.fleet.allow_gstreamer)
         except AgentError as exc:
             return self._finish(attempt, digest, REJECTED, str(exc))
         if attempt.key_id is None:

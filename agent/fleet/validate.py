@@ -73,3 +73,34 @@ def _check(model: ModelFile, base_dir: Path, allowed_dirs: Sequence[Path]) -> st
         return (f"sha256 mismatch: the envelope expects {model.sha256}, {path} has {actual}; "
                 "copy the right file or sign the envelope again")
     return None
+
+
+# Elements that read or write files, sockets or shared memory: a fleet update could use them to read
+# /etc/shadow into results or write anywhere the agent can. Refused in fleet updates even with
+# fleet.allow_gstreamer; camera, decode and convert elements are what a raw pipeline needs.
+IO_ELEMENTS = frozenset({
+    "filesrc", "filesink", "multifilesrc", "multifilesink", "splitfilesrc", "splitmuxsrc", "splitmuxsink",
+    "giosrc", "giosink", "giostreamsrc", "giostreamsink", "fdsrc", "fdsink", "appsrc",
+    "tcpclientsrc", "tcpclientsink", "tcpserversrc", "tcpserversink", "multisocketsink", "socketsrc",
+    "udpsrc", "udpsink", "multiudpsink", "dynudpsink", "shmsrc", "shmsink", "unixfdsrc", "unixfdsink",
+    "souphttpsrc", "souphttpclientsink", "curlhttpsrc", "curlfilesink", "curlftpsink", "curlsmtpsink",
+    "hlssink", "hlssink2", "hlssink3", "dashsink", "rtmpsink", "rtmp2sink", "srtsink", "srtsrc",
+})
+
+
+def check_fleet_sources(loaded: LoadedManifest, allow_gstreamer: bool) -> None:
+    """Raw GStreamer pipelines in a fleet manifest: refused unless ``fleet.allow_gstreamer``, and even then
+    refused when an element reads or writes files or sockets (``IO_ELEMENTS``)."""
+    for j, pspec in enumerate(loaded.manifest.pipelines):
+        if " ! " not in pspec.source:
+            continue
+        where = f"pipelines[{j}].source"
+        if not allow_gstreamer:
+            raise FleetError(f"{where}: raw GStreamer pipelines are refused in fleet updates; use a URI "
+                             "(rtsp://, csi://, v4l2://, a file) or set fleet.allow_gstreamer: true in config.yaml")
+        for element in pspec.source.split("!"):
+            words = element.split()
+            name = words[0] if words else ""
+            if name in IO_ELEMENTS:
+                raise FleetError(f"{where}: GStreamer element '{name}' reads or writes files or sockets and is "
+                                 "refused in fleet updates; use a source URI instead")

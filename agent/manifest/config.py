@@ -84,6 +84,8 @@ class FleetConfig(StrictModel):
     require_signature: bool = True
     allowed_model_dirs: List[str] = Field(default_factory=list, description="default: the manifest's directory")
     grace_period_s: float = Field(30.0, ge=0, le=3600, description="new pipelines must stay healthy this long")
+    allow_gstreamer: bool = Field(False, description="accept raw GStreamer pipeline sources in fleet updates "
+                                                     "(never elements that read or write files or sockets)")
     download: DownloadConfig = Field(default_factory=DownloadConfig)
 
 

@@ -6,6 +6,7 @@ Paddle pipelines instead.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
@@ -252,3 +253,36 @@ def test_an_unexpected_exception_while_validating_ends_rejected_and_the_next_upd
     assert dev.wait_for(2, "rejected")["reason"] == "internal error: ValueError: cannot convert float NaN to integer"
     fleet.publish(fleet.signer.envelope(manifest_text(3), 3))
     dev.wait_for(3, "applied")
+
+
+GST_READS_SHADOW = "filesrc location=/etc/shadow ! decodebin ! videoconvert ! appsink"
+GST_TEE_TO_FILE = "videotestsrc ! tee name=t ! queue ! appsink t. ! queue ! filesink location=/tmp/x"
+
+
+@pytest.mark.parametrize("source", [GST_READS_SHADOW, GST_TEE_TO_FILE, "videotestsrc ! videoconvert ! appsink"])
+def test_raw_gstreamer_pipelines_are_refused_in_fleet_updates(fleet: Fleet, source: str) -> None:
+    """Defect 7: GStreamer strings bypassed path confinement."""
+    dev = fleet.device().start()
+    pipelines = f"pipelines:\n  - name: p\n    source: {json.dumps(source)}\n    model: m\n"
+    fleet.publish(fleet.signer.envelope(manifest_text(2, pipelines=pipelines), 2))
+    reason = dev.wait_for(2, "rejected")["reason"]
+    assert reason.startswith("pipelines[0].source: raw GStreamer pipelines are refused in fleet updates"), reason
+
+
+@pytest.mark.parametrize("source, element", [(GST_READS_SHADOW, "filesrc"), (GST_TEE_TO_FILE, "filesink"),
+                                             ("videotestsrc ! videoconvert ! appsink", None)])
+def test_with_allow_gstreamer_elements_that_touch_files_or_sockets_are_still_refused(
+        tmp_path: Path, source: str, element: Optional[str]) -> None:
+    from agent.errors import FleetError
+    from agent.fleet.validate import check_fleet_sources
+
+    write_model_files(tmp_path / "models")
+    path = tmp_path / "models" / "m.yaml"
+    path.write_text(manifest_text(2, pipelines=f"pipelines:\n  - name: p\n    source: {json.dumps(source)}\n"
+                                              "    model: m\n"))
+    loaded = load_manifest(path)
+    if element is None:
+        check_fleet_sources(loaded, allow_gstreamer=True)
+        return
+    with pytest.raises(FleetError, match=f"element '{element}' reads or writes files or sockets"):
+        check_fleet_sources(loaded, allow_gstreamer=True)
