@@ -351,6 +351,8 @@ class SourceOptions(StrictModel):
     latency_ms: int = Field(200, ge=0, le=60000)
     transport: Literal["tcp", "udp"] = "tcp"
     decoder: Literal["auto", "hardware", "software"] = "auto"
+    max_pixels: int = Field(40_000_000, ge=1, le=1 << 30,
+                            description="images: larger ones (by their header) are skipped, never decoded")
     stall_timeout_s: float = Field(10.0, gt=0, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(60.0, gt=0, le=86400)

@@ -6,10 +6,12 @@ import glob
 import logging
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set
 
 import cv2
+import numpy as np
 
 from agent.errors import SourceError
 from agent.logs import event
@@ -78,9 +80,8 @@ class ImageSource(Source):
             for path in self._paths:
                 if self._closed.is_set():
                     break
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                image = self._read(path)
                 if image is None:
-                    self._skip(path)
                     continue
                 yield Frame(self._transform.apply(image), self._delivered, time.time(), time.monotonic(), str(path))
                 self._delivered += 1
@@ -97,10 +98,27 @@ class ImageSource(Source):
             self._loops += 1
         self._state = "closed" if self._closed.is_set() else "finished"
 
-    def _skip(self, path: Path) -> None:
+    def _read(self, path: Path) -> Optional[np.ndarray]:
+        """The image, or None (skipped with one warning) when it is unreadable or, by its header, has more
+        than ``max_pixels`` pixels: decoding a 20000x20000 PNG of 1 MB costs gigabytes (and OpenCV refuses
+        some sizes with an exception)."""
+        pixels = _header_pixels(path)
+        if pixels is not None and pixels > self._options.max_pixels:
+            self._skip(path, f"{pixels} pixels, more than options.max_pixels {self._options.max_pixels}")
+            return None
+        try:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error as exc:
+            self._skip(path, str(exc).strip().splitlines()[-1])
+            return None
+        if image is None:
+            self._skip(path, "not an image OpenCV can decode")
+        return image
+
+    def _skip(self, path: Path, why: str) -> None:
         if path not in self._unreadable:
             self._unreadable.add(path)
-            event(log, logging.WARNING, "source.image_unreadable", source=self.uri, path=str(path))
+            event(log, logging.WARNING, "source.image_unreadable", source=self.uri, path=str(path), reason=why)
 
     def close(self) -> None:
         self._closed.set()
@@ -226,3 +244,19 @@ class VideoSource(Source):
 
 def _valid_fps(value: float) -> Optional[float]:
     return float(value) if 0.0 < value < 1000.0 else None
+
+
+def _header_pixels(path: Path) -> Optional[int]:
+    """Width x height from the image's header, without decoding it; None when Pillow cannot tell."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is what we check
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:
+        return 1 << 62  # Pillow's own limit: far over any max_pixels
+    except Exception:  # not a format Pillow knows, or unreadable: OpenCV decides
+        return None
+    return int(width) * int(height)
