@@ -66,7 +66,8 @@ def raising_model(env: FaultEnv, watch_s: float = 4.0) -> ScenarioResult:
     with rig(env, "model-raises") as r:
         program, params = export_fixed_size_classifier(r.box.root / "fixed")
         write_mixed_sizes(r.box.root / "mixed")
-        # No declared input shapes: the frames keep their size (no resize) and no warm-up runs at build.
+        # No declared input shapes and no resize: the frames keep their size, and the build's warm-up
+        # frame is one the model fits.
         model = r.box.model("fixed", model=str(program), params=str(params), inputs=[],
                             preprocess={"color": "rgb", "scale": 1 / 255.0}, gate=False)
         pipeline = {"name": "mixed", "source": str(r.box.root / "mixed"), "model": "fixed",

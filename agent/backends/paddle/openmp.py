@@ -6,11 +6,12 @@ to the rest of a frame (decode, pre- and post-processing), the workers spin thro
 take a core from the capture thread: measured here, 1.2-1.7 ms of spinning per frame for a 64x64
 classifier whose inference takes 0.5-0.9 ms. Where inference dominates, spinning saves the
 wake-up at every region: ``KMP_BLOCKTIME=0`` cost ResNet-18 5-9% (docs/benchmarks.md). So the
-choice is made per model from its measured warm-up, and applied with ``kmp_set_blocktime``, which
-sets it for the calling thread's parallel regions only: one model's setting leaves the others'
-alone. It is set in both directions, because Intel OpenMP hands an ended thread's settings to the
-next new thread (measured: a fresh thread started after a blocktime-0 thread ended read 0). An
-operator's ``KMP_BLOCKTIME`` in the environment always wins.
+choice is made per model from its measured warm-up, and applied with ``kmp_set_blocktime`` in the
+model's own inference thread. Every inference thread sets it, in both directions, because the value
+does not stay in one thread: Intel OpenMP hands an ended thread's settings to the next new thread
+(measured: a fresh thread started after a blocktime-0 thread ended read 0), and a thread that never
+set it (the main thread, in tests/backends/paddle/test_paddle_cpu.py) was seen to read another
+thread's 0 too. An operator's ``KMP_BLOCKTIME`` in the environment always wins.
 """
 
 from __future__ import annotations

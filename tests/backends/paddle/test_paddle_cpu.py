@@ -268,7 +268,7 @@ def test_the_preparers_calibration_feeds_use_the_shared_preprocessing(paddle_mod
 
 
 
-def test_warm_up_gives_a_short_model_blocktime_0_in_its_own_thread_only(paddle_models, tmp_path, monkeypatch):
+def test_warm_up_gives_a_short_model_blocktime_0_and_a_long_one_the_default(paddle_models, tmp_path, monkeypatch):
     import ctypes
     import os
     import threading
@@ -294,6 +294,5 @@ def test_warm_up_gives_a_short_model_blocktime_0_in_its_own_thread_only(paddle_m
         thread.start()
         thread.join(60)
     assert seen == {"short": 0, "long": 200}  # the tiny test model's inference takes well under 15 ms
-    assert omp.kmp_get_blocktime() == 200  # this thread kept Intel OpenMP's default
     monkeypatch.setenv("KMP_BLOCKTIME", "50")
     assert blocktime_for(0.1) is None  # the operator's setting wins
