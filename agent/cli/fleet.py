@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, List, Set, Tuple
 
 from agent.errors import EX_USAGE, FleetError
 from agent.fleet.envelope import MAX_ENVELOPE_BYTES, TARGET_PATTERN, ModelFile, build_envelope, parse_envelope
@@ -23,8 +23,8 @@ from agent.fleet.view import FleetView
 from agent.fsutil import read_regular
 from agent.hashing import sha256_file
 from agent.manifest.config import DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN
+from agent.manifest.load import LoadedManifest, parse_manifest
 from agent.manifest.problems import InvalidConfigError
-from agent.manifest.yamlload import parse_yaml
 from agent.mqtt.credentials import read_password
 from agent.mqtt.topics import Topics
 
@@ -136,12 +136,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     manifest_path: Path = args.manifest
     data = _read_input(manifest_path, "the manifest")
-    version = _manifest_version(data, manifest_path)
+    loaded = _validated(data, manifest_path)
+    version = loaded.manifest.version
     if args.version is not None and args.version != version:
         raise FleetError(f"--version {args.version} differs from the manifest's version {version}; "
                          f"set 'version: {args.version}' in {manifest_path}, or drop --version")
     models = [_model_file(p, manifest_path.parent) for p in args.model_sha]
     models += [_model_url(spec, manifest_path.parent) for spec in args.model_url]
+    models += _manifest_files(loaded, manifest_path.parent, {m.path for m in models})
     private = load_private_key(args.key) if args.key is not None else None
     envelope = build_envelope(data, version, private, models, args.target)
     body = envelope.to_json()
@@ -260,15 +262,32 @@ def _percentages(value: str) -> Tuple[int, ...]:
 
 
 # helpers ---------------------------------------------------------------------------------------------------
-def _manifest_version(data: bytes, path: Path) -> int:
+def _validated(data: bytes, path: Path) -> LoadedManifest:
+    """The manifest loaded as the device loads a fleet update (``parse_manifest``), relative paths
+    against its directory; what the device would reject is not signed."""
     try:
-        doc = parse_yaml(data, str(path))
+        return parse_manifest(data, path, base_dir=path.parent)
     except InvalidConfigError as exc:
-        raise FleetError(str(exc)) from None
-    version: Any = doc.data.get("version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise FleetError(f"{path}: 'version' must be a whole number >= 0 (got {version!r})")
-    return version
+        problems = "; ".join(str(p) for p in exc.problems)
+        raise FleetError(f"{path} does not validate, not signed: {problems}") from None
+
+
+def _manifest_files(loaded: LoadedManifest, manifest_dir: Path, listed: Set[str]) -> List[ModelFile]:
+    """Every model and params file under the manifest's directory, hashed, so the device checks the files
+    the manifest was signed with; files elsewhere (absolute device paths) can only be named by --model-sha."""
+    found: List[ModelFile] = []
+    for model in loaded.manifest.models:
+        for name in (model.model, model.params):
+            if name is None:
+                continue
+            rel = os.path.relpath(name, os.path.abspath(manifest_dir))
+            if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+                continue
+            entry = _model_file(Path(name), manifest_dir)
+            if entry.path not in listed:
+                listed.add(entry.path)
+                found.append(entry)
+    return found
 
 
 def _model_file(path: Path, manifest_dir: Path) -> ModelFile:

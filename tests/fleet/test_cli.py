@@ -71,7 +71,10 @@ def test_sign_writes_an_envelope_the_device_verifies(keys: Path, manifest: Path,
     trust = TrustPolicy(load_public_keys([str(keys / "fleet-ed25519.pub")]))
     assert verify_envelope(env, trust) == env.key_id
     assert env.version == 7 and env.manifest == manifest.read_text() and env.target == "group:lab"
-    assert [(m.path, m.sha256) for m in env.models] == [("model/inference.pdiparams", sha256_file(params))]
+    # --model-sha first (listed once), then the manifest's own files
+    assert [(m.path, m.sha256) for m in env.models] == [
+        ("model/inference.pdiparams", sha256_file(params)),
+        ("model/inference.json", sha256_file(manifest.parent / "model" / "inference.json"))]
     assert json.loads(out.read_text())["schema"] == "edge-agent/envelope/1"
 
 
@@ -141,6 +144,31 @@ def test_sign_with_model_url_signs_path_hash_url_and_size(keys: Path, manifest: 
                       "--model-url", f"{params}={url}", "--out", str(out)]) == 0
     env = parse_envelope(out.read_bytes())
     assert verify_envelope(env, TrustPolicy(load_public_keys([str(keys / "fleet-ed25519.pub")]))) == env.key_id
-    assert [(m.path, m.url, m.size) for m in env.models] == [("model/inference.pdiparams", url, params.stat().st_size)]
+    assert [(m.path, m.url, m.size) for m in env.models] == [("model/inference.pdiparams", url, params.stat().st_size),
+                                                             ("model/inference.json", None, None)]
     with pytest.raises(FleetError, match="expected PATH=URL"):
         fleet_cli(["sign", "--unsigned", "--manifest", str(manifest), "--model-url", str(params), "--out", "-"])
+
+
+def test_sign_refuses_a_manifest_that_does_not_validate_in_one_line(
+        keys: Path, manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli.main import main
+    manifest.write_text(manifest_text(7, model="model/nosuch.json")
+                        + "pipelines:\n  - name: p\n    model: other\n    source: images/\n")
+    out = manifest.parent / "e.json"
+    capsys.readouterr()
+    code = main(["fleet", "sign", "--key", str(keys / "fleet-ed25519.key"), "--manifest", str(manifest),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == FleetError.exit_code and not out.exists()
+    assert len(err.splitlines()) == 1 and "does not validate, not signed" in err
+    assert "nosuch.json" in err and "pipelines[0]" in err
+
+
+def test_sign_records_the_manifests_model_and_params_hashes_without_model_sha(
+        manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fleet_cli(["sign", "--unsigned", "--manifest", str(manifest), "--out", "-"]) == 0
+    env = parse_envelope(capsys.readouterr().out.encode())
+    model_dir = manifest.parent
+    assert {(m.path, m.sha256) for m in env.models} == {
+        (p, sha256_file(model_dir / p)) for p in ("model/inference.json", "model/inference.pdiparams")}

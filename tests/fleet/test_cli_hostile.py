@@ -27,6 +27,7 @@ def run(argv: List[str], seconds: float = 10.0) -> Any:
 def keys(tmp_path: Path) -> Path:
     assert main(["fleet", "keygen", "--out", str(tmp_path / "keys")]) == 0
     (tmp_path / "manifest.yaml").write_text("version: 2\nmodels: [{name: m, model: m.onnx, backend: tensorrt}]\n")
+    (tmp_path / "m.onnx").write_bytes(b"onnx")  # sign validates the manifest: its files must exist
     return tmp_path / "keys"
 
 

@@ -75,6 +75,7 @@ def test_a_restarted_agent_runs_the_last_applied_fleet_manifest_and_does_not_app
     site = Site(tmp_path / "device", assets)
     operator = tmp_path / "operator"
     fleet("keygen", "--out", str(operator))
+    (operator / "assets").symlink_to(site.models / "assets")  # sign validates: the files laid out as on the device
     site.write_config(mqtt_broker.port, [str(operator / "fleet-ed25519.pub")], grace_period_s=0.5, groups=[GROUP])
     key, port = str(operator / "fleet-ed25519.key"), str(mqtt_broker.port)
 
