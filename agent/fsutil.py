@@ -9,6 +9,26 @@ import stat
 import tempfile
 from pathlib import Path
 
+# State, cache and spool directories: the agent's user and group, never others, whatever the umask
+# the service or an operator's shell runs under (0777 under umask 000).
+DIR_MODE = 0o750
+
+
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """``mkdir -p`` that sets ``mode`` explicitly on each directory it creates; existing ones keep theirs."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    if path.parent != path:
+        make_dirs(path.parent, mode)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if path.is_dir():  # another process or thread made it meanwhile
+            return
+        raise
+    os.chmod(path, mode)
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` so that a crash (kill -9, power loss) leaves the old or the new content,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Set, Tuple, Union
 
 from agent.errors import CacheError
-from agent.fsutil import atomic_write, fsync_path, read_regular
+from agent.fsutil import DIR_MODE, atomic_write, fsync_path, make_dirs, read_regular
 from agent.hashing import sha256_file
 from agent.logs import event
 
@@ -362,7 +362,7 @@ class EngineCache:
         """Move the entry aside in one rename (the key is free at once), then delete it."""
         dest = self._trash / f"{key}.{int(self._clock())}.{secrets.token_hex(4)}"
         try:
-            self._trash.mkdir(parents=True, exist_ok=True)
+            make_dirs(self._trash)
             os.rename(path, dest)
         except FileNotFoundError:
             return
@@ -386,6 +386,7 @@ class EngineCache:
         tmp = self._tmp / f"{key}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
             tmp.mkdir()
+            os.chmod(tmp, DIR_MODE)
         except OSError as exc:
             raise _write_error(exc, self._tmp, f"cannot start building {key}") from exc
         event(log, logging.INFO, "cache.build_start", key=key, model=model, backend=backend)
@@ -451,7 +452,7 @@ class EngineCache:
     def _ensure_layout(self) -> None:
         for directory in (self.root, self._tmp, self._trash, self._locks):
             try:
-                directory.mkdir(parents=True, exist_ok=True)
+                make_dirs(directory)
             except OSError as exc:
                 raise _write_error(exc, directory, "cannot create the engine cache") from exc
 
@@ -470,7 +471,7 @@ class EngineCache:
     def _lock(self, key: str, announce: bool = False) -> Iterator[None]:
         lock_path = self._locks / f"{_check_key(key)}.lock"
         try:
-            self._locks.mkdir(parents=True, exist_ok=True)
+            make_dirs(self._locks)
             fd = _acquire(lock_path, wait=False)
             if fd is None:
                 if announce:

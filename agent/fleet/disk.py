@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from agent.errors import FleetError
-from agent.fsutil import atomic_write
+from agent.fsutil import atomic_write, make_dirs
 from agent.logs import event
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class StagedManifests:
     def write(self, version: int, data: bytes) -> Path:
         path = self.path_for(version)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.dir)
             atomic_write(path, data)
         except OSError as exc:
             raise FleetError(f"cannot write {path}: {exc.strerror or exc}; check that state_dir is writable "
@@ -72,7 +72,7 @@ def load_json_entries(path: Path, unreadable_hint: str) -> Dict[str, Dict[str, A
 def save_json_entries(path: Path, entries: Dict[str, Dict[str, Any]], cost: str) -> None:
     """Write the state file atomically; a failure is logged with what it ``cost``s, never raised."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         atomic_write(path, json.dumps(entries, indent=1, sort_keys=True).encode("utf-8"))
     except OSError as exc:
         event(log, logging.WARNING, "fleet.state_not_saved", path=str(path), error=str(exc), cost=cost)

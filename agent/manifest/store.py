@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from agent.fsutil import atomic_write
+from agent.fsutil import atomic_write, make_dirs
 from agent.manifest.load import LoadedManifest
 
 
@@ -32,7 +32,7 @@ class ManifestStore:
 
     def record_running(self, loaded: LoadedManifest, origin: str = "file") -> StoredManifest:
         """Persist ``loaded`` as current; the previous current becomes ``previous``."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
         current = self.current()
         if current is not None and current.sha256 == loaded.sha256:
             return current

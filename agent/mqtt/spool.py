@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 from agent.errors import PublishError
+from agent.fsutil import make_dirs
 from agent.logs import event
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_messages = max_messages
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self._lockfile = _exclusive(path)
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
