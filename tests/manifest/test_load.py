@@ -115,7 +115,7 @@ def test_unknown_keys_list_the_allowed_ones(tmp_path: Path):
         "did you mean 'tolerance'? (allowed: inputs, metric, tolerance, count)",
         f"{path}:{line_of(text, 'fsp')}: pipelines[1].options.fsp: unknown key 'fsp'; did you mean 'fps'? "
         "(allowed: fps, loop, width, height, capture_fps, pixel_format, flip, rotate, latency_ms, transport, "
-        "decoder, stall_timeout_s, reconnect_min_s, reconnect_max_s)",
+        "decoder, max_pixels, stall_timeout_s, reconnect_min_s, reconnect_max_s)",
     ]
 
 
