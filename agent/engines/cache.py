@@ -216,6 +216,11 @@ class EngineCache:
         stored in meta.json. Its exceptions propagate after the temporary directory is
         removed (a full or read-only disk becomes :class:`CacheError`).
         """
+        # A valid entry is complete once its directory exists (renamed into place), so loading it needs no
+        # lock: a read-only cache (an image baked at the factory, a ro mount) still loads its engines.
+        found = self.lookup(key)
+        if found is not None:
+            return found, True
         self._ensure_layout()
         with self._lock(key, announce=True):
             existing = self._lookup_locked(key)

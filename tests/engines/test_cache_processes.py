@@ -108,4 +108,5 @@ def test_full_then_read_only_disk(tmp_path: Path) -> None:
     assert full["after_full"] == {"entries": ["kept"], "problems": [], "kept_ok": True, "tmp": []}
 
     assert readonly["lookup_kept"] is True  # loads; only last_used could not be recorded
+    assert readonly["build_kept_hit"] is True  # what the daemon calls: a valid entry loads without a lock
     assert "Read-only file system" in readonly["build"] and "not writable" in readonly["build"]

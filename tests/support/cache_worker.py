@@ -107,6 +107,10 @@ def readonly(args: Dict[str, Any]) -> Dict[str, Any]:
     entry = cache.lookup("kept")
     out["lookup_kept"] = entry is not None
     try:
+        out["build_kept_hit"] = cache.build("kept", FIELDS, "m", "paddle", write_plan)[1]
+    except CacheError as exc:
+        out["build_kept_hit"] = str(exc)
+    try:
         cache.build("other", FIELDS, "m", "paddle", write_plan)
         out["build"] = "built"
     except CacheError as exc:
