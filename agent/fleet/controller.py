@@ -165,6 +165,14 @@ class FleetController:
             # The retained desired state comes again on every reconnect: already running, nothing to do.
             event(log, logging.DEBUG, "fleet.already_applied", topic=message.topic, version=envelope.version)
             return None
+        applied = self.store.applied_version()
+        if message.retain and envelope.version <= applied:
+            # An older desired state still retained on another topic (the device's, after a group update)
+            # comes on every restart; rejecting it as a replay would overwrite the retained report of the
+            # newer version that runs. A live delivery of it is still rejected and reported.
+            event(log, logging.WARNING, "fleet.stale_retained", topic=message.topic, version=envelope.version,
+                  applied=applied, hint="clear it: publish an empty retained message to that topic")
+            return None
         self._report(attempt, RECEIVED)
         try:
             attempt.key_id = verify_envelope(envelope, self.trust)

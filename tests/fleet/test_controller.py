@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Set
 
 import pytest
 
@@ -286,3 +286,25 @@ def test_with_allow_gstreamer_elements_that_touch_files_or_sockets_are_still_ref
         return
     with pytest.raises(FleetError, match=f"element '{element}' reads or writes files or sockets"):
         check_fleet_sources(loaded, allow_gstreamer=True)
+
+
+def test_an_older_retained_envelope_after_a_restart_does_not_overwrite_the_report_of_the_newer_version(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    dev = fleet.device().start()
+    fleet.publish(fleet.signer.envelope(manifest_text(2), 2))  # stays retained on the device topic
+    dev.wait_for(2, "applied")
+    fleet.publish(fleet.signer.envelope(manifest_text(3), 3, target="group:lab"), group="lab")
+    dev.wait_for(3, "applied")
+    dev.stop()
+
+    caplog.set_level(logging.DEBUG, logger="agent.fleet.controller")
+    again = fleet.device().start(record_initial=False)
+    def logged() -> Set[str]:
+        return {r.getMessage() for r in caplog.records}
+
+    assert wait_until(lambda: "fleet.already_applied" in logged())  # the group topic's v3
+    assert wait_until(lambda: "fleet.stale_retained" in logged() or (2, "rejected") in again.steps())
+    assert again.steps()[1:] == []  # only the retained report of the previous run: nothing reported for v2
+    retained = first_message(fleet.broker.port, "edge/dev1/manifest/reported")
+    assert retained is not None and retained.json()["status"] == "applied"
+    assert retained.json()["version"] == 3 and retained.json()["applied"]["version"] == 3
