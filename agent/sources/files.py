@@ -148,6 +148,7 @@ class VideoSource(Source):
         self._skipped = 0
         self._delivered = 0
         self._loops = 0
+        self._truncated = False
         self._state = "open"
         _ignored(options, "video", ["capture_fps", "pixel_format"])
         self._cap: Optional[Any] = self._open()
@@ -189,6 +190,7 @@ class VideoSource(Source):
         while not self._closed.is_set():
             ok, image = cap.read()
             if not ok or image is None:
+                self._check_complete(in_pass)
                 if not self._options.loop:
                     return
                 if in_pass == 0:
@@ -207,6 +209,16 @@ class VideoSource(Source):
                 continue
             yield Frame(self._transform.apply(image), self._delivered, time.time(), mono, self.uri)
             self._delivered += 1
+
+    def _check_complete(self, in_pass: int) -> None:
+        """A pass that ends before the frames the container declares: a truncated file or a decode error.
+        Warned once (a looping source would repeat it every pass); the stats keep ``truncated``."""
+        if self._truncated or self._closed.is_set() or not 0 < in_pass < self._frame_count:
+            return
+        self._truncated = True
+        event(log, logging.WARNING, "source.video_truncated", source=self.uri, path=str(self._path),
+              frames_read=in_pass, frames_declared=self._frame_count,
+              hint="the file is truncated or damaged: copy it again or re-encode it")
 
     def _media_time(self, n: int, mono: Optional[float]) -> float:
         # Files without a usable fps fall back to wall-clock gating.
@@ -239,7 +251,7 @@ class VideoSource(Source):
     def stats(self) -> Dict[str, Any]:
         return {"state": self._state, "frames_total": self._delivered, "frames_read": self._read,
                 "frames_skipped": self._skipped, "loops": self._loops, "video_fps": self._file_fps,
-                "frame_count": self._frame_count}
+                "frame_count": self._frame_count, "truncated": self._truncated}
 
 
 def _valid_fps(value: float) -> Optional[float]:

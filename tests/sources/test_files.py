@@ -109,6 +109,24 @@ def test_video_frame_count(videos: Dict[str, Path], kind: str) -> None:
         ("finished", FRAMES, 30.0, FRAMES)
     # Pixels survive the (lossy) codec: frame i was written with grey level 20 + 3 i.
     assert abs(int(frames[10].image[40, 50, 0]) - 50) <= 8
+    assert stats["truncated"] is False
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_truncated_video_ends_with_a_warning_not_silently(
+        videos: Dict[str, Path], tmp_path: Path, loop: bool, caplog: pytest.LogCaptureFixture) -> None:
+    data = videos["avi"].read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) * 6 // 10])  # the header still declares every frame
+    source = open_source(str(cut), SourceOptions(loop=loop), Path("/"))
+    with caplog.at_level(logging.WARNING, logger="agent.sources.files"):
+        delivered = len(list(islice(source.frames(), FRAMES * 3)))
+    source.close()
+    stats = source.stats()
+    assert stats["frames_read"] > 0 and stats["frame_count"] == FRAMES and stats["truncated"] is True
+    assert delivered < FRAMES or loop
+    warned = [r for r in caplog.records if r.getMessage() == "source.video_truncated"]
+    assert len(warned) == 1, "warned once, even when looping"
 
 
 def test_video_loop_seeks_back(videos: Dict[str, Path]) -> None:
