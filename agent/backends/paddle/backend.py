@@ -32,6 +32,7 @@ from agent.backends.paddle.config import (
 )
 from agent.backends.paddle.feeds import calibration_inputs, warmup_feeds
 from agent.backends.paddle.openmp import blocktime_for, set_thread_blocktime
+from agent.backends.paddle.params import ParamsSizeError, check_params_size
 from agent.backends.paddle.pirtrt import convert as convert_pir_trt
 from agent.backends.paddle.pirtrt import make_request, program_paths, relocated
 from agent.backends.paddle.plan import (
@@ -503,7 +504,15 @@ def _dtypes(spec: ModelSpec, inputs: Sequence[TensorInfo]) -> Dict[str, str]:
 def _params(spec: ModelSpec) -> Path:
     if not spec.params:
         raise BuildError(f"model '{spec.name}': params: a Paddle model needs its .pdiparams file")
-    return Path(spec.params)
+    path = Path(spec.params)
+    try:
+        check_params_size(path)
+    except ParamsSizeError as exc:
+        raise BuildError(f"model '{spec.name}': params {path}: {exc}; copy the file again (Paddle would load "
+                         "it silently with wrong outputs)") from None
+    except OSError as exc:
+        raise BuildError(f"model '{spec.name}': params {path}: cannot read it ({exc.strerror or exc})") from None
+    return path
 
 
 def _require_files(entry_dir: Path, *files: Path) -> None:

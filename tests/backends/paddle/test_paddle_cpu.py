@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -14,6 +16,7 @@ import pytest
 from agent.backends.paddle.backend import OPTIMIZED_MODEL, RECORD_FILE, BuildRecord, PaddleBackend, PaddlePredictor
 from agent.backends.paddle.config import ShapeRange
 from agent.backends.paddle.feeds import calibration_inputs
+from agent.backends.paddle.params import check_params_size
 from agent.backends.paddle.signature import read_signature
 from agent.engines.build import calibration_feeds_for
 from agent.errors import BuildError, CacheError, CapabilityError, PredictorError
@@ -296,3 +299,19 @@ def test_warm_up_gives_a_short_model_blocktime_0_and_a_long_one_the_default(padd
     assert seen == {"short": 0, "long": 200}  # the tiny test model's inference takes well under 15 ms
     monkeypatch.setenv("KMP_BLOCKTIME", "50")
     assert blocktime_for(0.1) is None  # the operator's setting wins
+
+
+@pytest.mark.parametrize("fmt", ["pir", "legacy"])
+def test_a_pdiparams_missing_its_last_bytes_is_refused_by_name(paddle_models, tmp_path, fmt):
+    model = paddle_models["classifier" if fmt == "pir" else "classifier-legacy"]
+    assert check_params_size(model.params) > 0  # the exported file walks to its exact end
+    cut = tmp_path / "model" / model.params.name
+    cut.parent.mkdir()
+    cut.write_bytes(model.params.read_bytes()[:-7])
+    program = tmp_path / "model" / model.model.name
+    shutil.copy(model.model, program)
+    spec = replace(model, model=program, params=cut).spec(inputs=DYNAMIC)
+    (tmp_path / "entry").mkdir()
+    with pytest.raises(BuildError, match=r"model 'classifier.*params .*inference.pdiparams: parameter \d+ declares "
+                                         r"\d+ bytes of data, the file ends 7 bytes short"):
+        PaddleBackend().build(spec, "fp32", tmp_path / "entry", _timer([]))
