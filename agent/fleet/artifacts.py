@@ -14,6 +14,7 @@ operator copied by hand).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -208,7 +209,7 @@ class ArtifactRegistry:
                         os.unlink(victim)
                         removed.append(victim)
                     except FileNotFoundError:
-                        pass
+                        continue  # already gone: nothing to remove
                     except OSError as exc:
                         event(log, logging.WARNING, "fleet.artifact_prune_failed", path=victim, error=str(exc))
             if drop:
@@ -507,10 +508,8 @@ def _size(path: str) -> int:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _sha_or_none(path: str) -> Optional[str]:
