@@ -36,15 +36,25 @@ class Classifier:
         k = min(self.top_k, scores.shape[1])
         if k == 0:
             return [{"classes": []} for _ in range(n)]
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1).tolist()
-        top_scores = np.take_along_axis(top_scores, order, axis=1).tolist()
+        top, top_scores = (_top1 if k == 1 else _top_k)(scores, k)
         return [{"classes": [self._entry(i, s) for i, s in zip(idx, sc)]} for idx, sc in zip(top, top_scores)]
 
     def _entry(self, index: int, score: float) -> Dict[str, Any]:
         return {"index": index, "label": label_of(self.labels, index), "score": round(score, 6)}
+
+
+def _top1(scores: np.ndarray, k: int) -> Tuple[List[List[int]], List[List[float]]]:
+    # top_k: 1 (only the best class) runs on the post thread per frame: argmax alone costs a tenth
+    # of the partition + sort below (1.6 vs 14 us for 10 classes); ties go to the lowest index
+    best = scores.argmax(axis=1)
+    return best[:, None].tolist(), scores[np.arange(len(best)), best][:, None].tolist()
+
+
+def _top_k(scores: np.ndarray, k: int) -> Tuple[List[List[int]], List[List[float]]]:
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1).tolist(), np.take_along_axis(top_scores, order, axis=1).tolist()
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

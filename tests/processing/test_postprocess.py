@@ -74,6 +74,18 @@ def test_classification_without_softmax_and_large_k() -> None:
     assert [c["score"] for c in result["classes"]] == pytest.approx([0.4, 0.3, 0.15, 0.1, 0.05])
 
 
+def test_classification_top_1_is_the_first_of_top_k() -> None:
+    """top_k 1 takes the argmax shortcut; it must give what the general path's first entry gives."""
+    rng = np.random.default_rng(7)
+    outputs = [TensorInfo("logits", (-1, 1000), "float32")]
+    best, full = post(outputs, type="classification", top_k=1), post(outputs, type="classification", top_k=3)
+    logits = rng.standard_normal((4, 1000)).astype(np.float32)
+    metas = [identity_meta()] * 4
+    one, three = best({"logits": logits}, metas), full({"logits": logits}, metas)
+    assert [r["classes"] for r in one] == [r["classes"][:1] for r in three]
+    assert_plain_json(one)
+
+
 def test_labels_count_mismatch_warns(caplog: pytest.LogCaptureFixture) -> None:
     post([TensorInfo("prob", (-1, 5), "float32")], ["a", "b"], type="classification")
     assert any(r.getMessage() == "postprocess.labels_mismatch" for r in caplog.records)
