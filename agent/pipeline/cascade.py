@@ -15,7 +15,9 @@ a box crop are shifted back to source-image pixels; those found in a rectified q
 in the crop's own pixels.
 
 Runs on the pipeline's post-processing thread (agent/pipeline/runner.py calls it per frame);
-each pipeline has its own ``Cascade`` with its own predictors and preprocessors.
+each pipeline has its own ``Cascade`` with its own predictors and preprocessors. ``warm_up`` runs
+every stage's predictor once on that thread before the pipeline reports warm (oneDNN keeps its
+primitives per thread), so the first frame with regions does not pay the first-run cost.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from agent.engines.contract import Predictor
 from agent.manifest.models import CascadeSpec
-from agent.pipeline.inference import Postprocess, Preprocess
+from agent.pipeline.inference import Postprocess, Preprocess, warm_up
 from agent.processing.crops import crop, rotate_180
 
 Region = Dict[str, Any]
@@ -40,6 +42,9 @@ class StageModel:
     predictor: Predictor
     postprocess: Postprocess
     max_batch: int  # crops per inference call
+    # A frame the preprocessing turns into the stage's input size, for the warm-up; None when that
+    # size is each crop's own (agent/processing/preprocess.py ``warmup_frame``).
+    warmup_frame: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -68,6 +73,17 @@ class Cascade:
             for stage in self.stages:
                 _run(stage, [_Candidate(r, image, False) for r in regions], self.crops)
         return result
+
+    def warm_up(self) -> None:
+        """Run every stage's predictor, nested ones too, once per batch size it will use (1 and its
+        ``max_batch``), in the calling thread: the one that runs the cascade. Failures are logged
+        (``pipeline.warmup_failed``) and the frames report them again."""
+        pending = list(self.stages)
+        while pending:
+            stage = pending.pop(0)
+            model = stage.model
+            warm_up(stage.spec.model, model.preprocess, model.predictor, model.warmup_frame, (1, model.max_batch))
+            pending.extend(stage.children)
 
 
 def regions_of(result: Mapping[str, Any]) -> Optional[List[Region]]:

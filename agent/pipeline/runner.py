@@ -6,9 +6,10 @@ synchronize) leaves the CPU to the other stages. The pre stage owns the preproce
 sets: a set travels with its batch to the infer thread and comes back once the predictor has
 consumed it, so with two sets the next batch is prepared while the predictor runs.
 
-Start-up: the infer thread first warms its predictor up on the pre-processing's shapes (in that
-thread, where it will run); the capture thread reads no frame before that is done, and
-``wait_warm`` lets the daemon report READY only afterwards.
+Start-up: the infer thread first warms its predictor up on the pre-processing's shapes, and the
+post thread the cascade stages' predictors on theirs (each in the thread that will run it); the
+capture thread reads no frame before both are done, and ``wait_warm`` lets the daemon report
+READY only afterwards.
 
 The post thread takes every result that is ready at once, post-processes them and hands them to
 the sink together, so the publisher can spool them in one transaction.
@@ -30,7 +31,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -73,8 +74,17 @@ class Inferred:
 
 # Every result the post thread finished in one pass, in frame order: the publisher spools them together.
 ResultSink = Callable[[Sequence[FrameResult]], None]
-# (frame image, the model's result for it) -> the result with cascade stages' results attached
-CascadeRunner = Callable[[Any, Dict[str, Any]], Dict[str, Any]]
+
+
+class CascadeRunner(Protocol):
+    """The cascade stages (agent/pipeline/cascade.py ``Cascade``), run on the post thread."""
+
+    def __call__(self, image: Any, result: Dict[str, Any]) -> Dict[str, Any]:
+        """(frame image, the model's result for it) -> the result with the stages' results attached."""
+
+    def warm_up(self) -> None:
+        """Run every stage's predictor once on its warm-up shapes, in the calling thread."""
+
 
 _END = object()  # end of a finite source
 _POLL_S = 0.1
@@ -111,7 +121,8 @@ class Pipeline:
         self.sink = sink
         self.stats = stats or PipelineStats(spec.name)
         self._stop = threading.Event()
-        self._warm = threading.Event()
+        self._warm = threading.Event()  # the pipeline's predictor is warm (infer thread)
+        self._stages_warm = threading.Event()  # the cascade stages' predictors are (post thread)
         self._frames: queue.Queue[Any] = queue.Queue(maxsize=spec.queue.size)
         # batches with their buffer set, on their way to the predictor; never more than the sets
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -141,13 +152,18 @@ class Pipeline:
               model=self.spec.model, drop_policy="latest" if self._drop_when_full else "block")
 
     def wait_warm(self, timeout: Optional[float] = None) -> bool:
-        """True once the predictor has run on its warm-up shapes (or the pipeline stopped)."""
-        return self._warm.wait(timeout)
+        """True once the predictor and every cascade stage's predictor have run on their warm-up
+        shapes (or the pipeline stopped)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._warm.wait(timeout):
+            return False
+        return self._stages_warm.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop all stages; returns True when every thread ended within ``timeout``."""
         self._stop.set()
         self._warm.set()
+        self._stages_warm.set()
         self.source.close()
         return self.join(timeout)
 
@@ -165,7 +181,7 @@ class Pipeline:
     # stages ----------------------------------------------------------------------
     def _capture(self) -> None:
         try:
-            self._warm.wait()
+            self.wait_warm()
             if self._stop.is_set():
                 return
             for frame in self.source.frames():
@@ -265,6 +281,7 @@ class Pipeline:
             self._pending_cv.notify_all()
 
     def _post(self) -> None:
+        self._warm_stages()
         ended = False
         while not ended:
             items = [self._results.get()]
@@ -282,6 +299,17 @@ class Pipeline:
             self._publish(ready)
         if self.stats.state == "running":
             self.stats.state = "finished" if self.source.finite else "stopped"
+
+    def _warm_stages(self) -> None:
+        """The cascade's predictors, warmed in this thread because this thread runs them."""
+        try:
+            if self.cascade is not None:
+                self.cascade.warm_up()
+        except Exception as exc:  # the stages' own failures are logged inside; this is anything else
+            event(log, logging.WARNING, "pipeline.warmup_failed", pipeline=self.spec.name, model=self.spec.model,
+                  stage="cascade", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._stages_warm.set()
 
     def _finish(self, item: Inferred, ready: List[FrameResult]) -> None:
         """Post-process one delivered batch into ``ready`` (the results to publish)."""

@@ -164,7 +164,7 @@ class ManifestRuntime:
         mspec = prepared.spec
         pre = Preprocessor(mspec.preprocess, predictor.inputs)
         post = make_postprocessor(mspec.postprocess, predictor.outputs, load_labels(mspec.postprocess))
-        model = StageModel(pre, predictor, post, pre.fixed_batch or _max_batch(mspec))
+        model = StageModel(pre, predictor, post, pre.fixed_batch or _max_batch(mspec), warmup_frame=pre.warmup_frame())
         return Stage(spec, model, [self._stage(child, users) for child in spec.then])
 
     def _inference(self, prepared: PreparedModel, users: Dict[str, int]) -> Inference:
@@ -185,8 +185,9 @@ class ManifestRuntime:
         return self.shared[mspec.name]
 
     def start(self, warm_timeout: Optional[float] = None) -> None:
-        """Start every pipeline and return once each has run its predictor on the warm-up shapes
-        (so READY, which follows, means the first frame costs what later ones do)."""
+        """Start every pipeline and return once each has run its predictor, and its cascade stages'
+        predictors, on the warm-up shapes (so READY, which follows, means the first frame costs what
+        later ones do)."""
         for worker in self.shared.values():
             worker.start()
         for pipeline in self.pipelines.values():
