@@ -14,15 +14,17 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.errors import FleetError
 from agent.fleet.keys import key_id
 from agent.manifest.config import DEVICE_ID_PATTERN
 from agent.manifest.models import PATH_MAX
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ENVELOPE_SCHEMA = "edge-agent/envelope/1"
 SIGNED_PREFIX = b"edge-agent-manifest-v1\n"

@@ -10,9 +10,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.errors import FleetError
 from agent.fleet.envelope import Envelope, signature_bytes
 from agent.fleet.keys import load_public_keys
@@ -21,7 +18,7 @@ from agent.manifest.config import FleetConfig
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    keys: Mapping[str, Ed25519PublicKey]  # by key id
+    keys: Mapping[str, bytes]  # raw Ed25519 public keys by key id (agent/fleet/keys.py)
     require_signature: bool = True
 
     @classmethod
@@ -56,9 +53,13 @@ def verify_envelope(envelope: Envelope, policy: TrustPolicy) -> Optional[str]:
         candidates = {envelope.key_id: key}
     else:
         candidates = dict(policy.keys)
-    for kid, key in candidates.items():
+    # imported here, not at start-up: it is the daemon's only use of cryptography (8 MB of RSS)
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    for kid, raw in candidates.items():
         try:
-            key.verify(signature, message)
+            Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
             return kid
         except InvalidSignature:
             continue

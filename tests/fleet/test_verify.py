@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from agent.errors import ConfigError, FleetError
 from agent.fleet.disk import StagedManifests
 from agent.fleet.envelope import MAX_ENVELOPE_BYTES, ModelFile, build_envelope, parse_envelope, signed_bytes
-from agent.fleet.keys import key_id, load_public_keys, public_pem
+from agent.fleet.keys import key_id, load_public_keys, parse_public_key, public_pem
 from agent.fleet.validate import check_model_files, stage_manifest
 from agent.fleet.verify import TrustPolicy, check_newer, check_target, verify_envelope
 from agent.hashing import sha256_file
@@ -170,6 +172,21 @@ def test_public_keys_from_pem_file_pem_text_and_base64(tmp_path: Path) -> None:
     pem_text = public_pem(b.key.public_key()).decode()
     keys = load_public_keys([str(tmp_path / "a.pub"), pem_text, c.public])
     assert set(keys) == {key_id(s.key.public_key()) for s in (a, b, c)}
+
+
+def test_pem_keys_are_read_without_cryptography_to_the_same_raw_bytes(tmp_path: Path) -> None:
+    """The device parses keygen's PEM by hand (RFC 8410's fixed DER prefix): the same 32 bytes
+    cryptography reads, CRLF line ends included; and the daemon's start-up imports no cryptography."""
+    signer = Signer()
+    pem = public_pem(signer.key.public_key())
+    expected = signer.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert parse_public_key(pem.decode(), "k") == expected
+    assert parse_public_key(pem.decode().replace("\n", "\r\n"), "k") == expected
+    probe = ("import sys, agent.service.wiring, agent.cli.main, agent.fleet.verify; "
+             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_trust_policy_from_a_resolved_config(tmp_path: Path) -> None:
