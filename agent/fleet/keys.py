@@ -97,23 +97,25 @@ def parse_public_key(text: str, where: str) -> bytes:
     text = text.strip()
     if "-----BEGIN" in text:
         return _pem_public_raw(text, where)
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
+    raw = _b64(text)
     if len(raw) != RAW_KEY_BYTES:
         raise ConfigError(f"{where}: expected a PEM public key or the base64 of 32 raw Ed25519 key bytes, as "
                           "printed by 'edge-agent fleet keygen'")
     return raw
 
 
+def _b64(text: str) -> bytes:
+    """The bytes ``text`` encodes, or b"" when it is not base64 (the callers' length checks refuse that)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def _pem_public_raw(text: str, where: str) -> bytes:
     found = _PEM_PUBLIC.search(text)
     if found is not None:
-        try:
-            der = base64.b64decode("".join(found.group(1).split()), validate=True)
-        except (binascii.Error, ValueError):
-            der = b""
+        der = _b64("".join(found.group(1).split()))
         if len(der) == len(ED25519_SPKI_PREFIX) + RAW_KEY_BYTES and der.startswith(ED25519_SPKI_PREFIX):
             return der[len(ED25519_SPKI_PREFIX):]
     # Not the one form `fleet keygen` writes: cryptography says exactly what it is instead.
