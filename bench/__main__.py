@@ -15,6 +15,7 @@ from bench.runner import BenchSettings, run_benchmark, stderr_log
 
 def settings_from(args: argparse.Namespace) -> BenchSettings:
     return BenchSettings(work=args.work, models=tuple(args.models), frames=args.frames, threads=args.threads,
+                         agent_threads=args.agent_threads,
                          repeat=args.repeat, max_repeat=max(args.max_repeat, args.repeat), target=args.target,
                          precision=args.precision, overlap=not args.no_overlap,
                          switch_interval_ms=args.switch_interval_ms, legacy_format=args.legacy_format,

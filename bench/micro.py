@@ -1,8 +1,10 @@
-"""``python -m bench.micro``: the small costs quoted in docs/cache.md and docs/telemetry.md.
+"""``python -m bench.micro``: the small costs quoted in docs/cache.md, docs/telemetry.md and
+docs/benchmarks.md.
 
-Engine-cache hashing, a cache lookup and a cache build of a large entry, and the telemetry
-readers (system, Jetson sysfs on the recorded Orin fixture, tegrastats parsing). Each figure is
-the median of ``--repeat`` runs. No targets: these are sizes of things, reported as measured.
+Engine-cache hashing, a cache lookup and a cache build of a large entry, the telemetry readers
+(system, Jetson sysfs on the recorded Orin fixture, tegrastats parsing), and the post thread's
+per-result work in isolation (classification, payload, spool append). Each figure is the median of
+``--repeat`` runs. No targets: these are sizes of things, reported as measured.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
+import numpy as np
+
 from agent.engines.cache import EngineCache
+from agent.engines.contract import TensorInfo
 from agent.hashing import sha256_file
+from agent.manifest.models import PostprocessSpec
+from agent.mqtt.payloads import encode, result_payload
+from agent.mqtt.spool import Spool
+from agent.processing import make_postprocessor
+from agent.processing.meta import ImageMeta
 from agent.telemetry.jetson import JetsonReader
 from agent.telemetry.system import SystemReader
 from agent.telemetry.tegrastats import parse_tegrastats
@@ -68,6 +78,47 @@ def telemetry_figures(work: Path, repeat: int) -> Dict[str, float]:
     }
 
 
+def result_path_figures(work: Path, repeat: int, results: int = 2000) -> Dict[str, float]:
+    """CPU µs per result of what the post thread does for one frame of a 10-class classifier, in one
+    thread with nothing else running: the rest of the benchmark's result path is contention."""
+    outputs = [TensorInfo("logits", (-1, 10), "float32")]
+    labels = [f"class-{i}" for i in range(10)]
+    top1 = make_postprocessor(PostprocessSpec(type="classification", top_k=1), outputs, labels)
+    top5 = make_postprocessor(PostprocessSpec(type="classification", top_k=5), outputs, labels)
+    logits = {"logits": np.random.default_rng(0).standard_normal((1, 10)).astype(np.float32)}
+    metas = [ImageMeta(640, 480, 64, 64, 64, 64, 0, 0)]
+    result = top1(logits, metas)[0]
+    latency = {"pre": 0.1, "infer": 0.3, "post": 0.05, "total": 1.2}
+
+    def payload(i: int) -> Dict[str, Any]:
+        return result_payload("bench", "video", "colour", "video.avi", i, time.time(), latency, result)
+
+    spool = Spool(work / "spool.db", 1 << 30, 10 ** 7)
+
+    def append(i: int) -> None:
+        body = payload(i)
+        spool.append_many("bench/results", [lambda seq: encode({**body, "seq": seq})], 1)
+
+    def per_result_us(fn: Callable[[int], Any]) -> float:
+        def run() -> None:
+            for i in range(results):
+                fn(i)
+
+        cpu = []
+        for _ in range(repeat):
+            started = time.process_time()
+            run()
+            cpu.append(time.process_time() - started)
+        return round(statistics.median(cpu) / results * 1e6, 1)
+
+    return {
+        "classification_top1_us": per_result_us(lambda _: top1(logits, metas)),
+        "classification_top5_us": per_result_us(lambda _: top5(logits, metas)),
+        "payload_encode_us": per_result_us(lambda i: encode({**payload(i), "seq": i})),
+        "spool_append_one_transaction_us": per_result_us(append),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256, help="cache entry size (default: %(default)s)")
@@ -76,7 +127,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edge-micro-") as tmp:
         work = Path(tmp)
         result = {"cache": cache_figures(work, args.size_mib, args.repeat),
-                  "telemetry": telemetry_figures(work, args.repeat)}
+                  "telemetry": telemetry_figures(work, args.repeat),
+                  "result_path": result_path_figures(work, args.repeat)}
     print(json.dumps(result, indent=1))
     return 0
 

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "left alone (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="Paddle CPU threads in all three (default: %(default)s)")
+    parser.add_argument("--agent-threads", type=int, default=None,
+                        help="the agent phase's cpu.threads alone, limit and peer keep --threads (an experiment: "
+                             "does the default starve the capture thread?)")
     parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
                         help="gpu: Paddle-TensorRT on a Jetson (written for it, not run on a CPU-only machine)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")

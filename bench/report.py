@@ -129,9 +129,11 @@ def render(doc: Dict[str, Any]) -> str:
     m = doc["machine"]
     st = doc["settings"]
     fmt = "legacy .pdmodel" if st["legacy"] else "Paddle's default"
+    agent = st.get("agent_threads")
+    threads = str(st["threads"]) if agent is None else f"{st['threads']} (agent {agent})"
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
              f"paddlepaddle {m['paddlepaddle']}, opencv {m['opencv']}, paho-mqtt {m['paho-mqtt']}, {m['broker']}",
-             f"settings: {st['frames']} frames 640x480 MJPG, Paddle threads {st['threads']}, target {st['target']}, "
+             f"settings: {st['frames']} frames 640x480 MJPG, Paddle threads {threads}, target {st['target']}, "
              f"precision {st['precision']}, models in {fmt} format, "
              f"GIL switch interval "
              f"{st['switch_interval_ms'] or 5} ms, environment {m['env'] or '-'}, "

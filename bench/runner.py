@@ -62,6 +62,7 @@ class BenchSettings:
     models: Tuple[str, ...] = MODEL_KEYS
     frames: int = 200
     threads: int = 2
+    agent_threads: Optional[int] = None  # the agent's cpu.threads alone (an experiment); None: ``threads``
     repeat: int = 3  # rounds at least
     max_repeat: int = 10  # rounds at most, while some phase has had no clean round
     target: str = "cpu"
@@ -79,6 +80,11 @@ class BenchSettings:
     first_frame: bool = True  # PP-OCRv4 det (fetched from PyPI on first use)
 
     @property
+    def agent_cpu_threads(self) -> int:
+        """The agent phase's ``cpu.threads``."""
+        return self.threads if self.agent_threads is None else self.agent_threads
+
+    @property
     def legacy(self) -> bool:
         """The seed's TensorRT call takes legacy programs only, so a GPU run always uses them."""
         return self.legacy_format or self.target != "cpu"
@@ -89,6 +95,8 @@ class BenchSettings:
             raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KEYS)}")
         if self.switch_interval_ms is not None and not 0 < self.switch_interval_ms <= 1000:
             raise ValueError("switch_interval_ms must be between 0 and 1000")
+        if self.agent_threads is not None and self.agent_threads < 1:
+            raise ValueError("agent_threads must be at least 1")
         if (self.frames < 2 * WARMUP or self.repeat < 1 or self.threads < 1 or self.overlap_iterations < 2
                 or self.overlap_rounds < 1):
             raise ValueError(f"need frames >= {2 * WARMUP}, repeat >= 1, threads >= 1, overlap_iterations >= 2 and "
@@ -169,7 +177,7 @@ def _phase_params(settings: BenchSettings, model: BenchModel, video: Path, port:
 def _bench_model(settings: BenchSettings, key: str, video: Path, port: int, receipts: Receipts,
                  log: Log) -> Dict[str, Any]:
     model = ensure_model(key, settings.work.resolve() / "models", settings.legacy)
-    config = write_config(settings.work.resolve() / "agent" / key, model, video, settings.threads, port,
+    config = write_config(settings.work.resolve() / "agent" / key, model, video, settings.agent_cpu_threads, port,
                           settings.target, settings.precision)
     params = _phase_params(settings, model, video, port, config)
     build = run_phase("agent-build", params)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import EX_USAGE
-from bench.__main__ import run_from_args
+from bench.__main__ import run_from_args, settings_from
 from bench.options import add_arguments
 from bench.report import render
 from bench.runner import PHASE_ORDER, WARMUP, BenchSettings, check_targets, run_benchmark
@@ -89,3 +89,13 @@ def test_cli_options_and_bad_settings(tmp_path: Path) -> None:
     add_arguments(parser)
     args = parser.parse_args(["--work", str(tmp_path), "--models", "light", "--frames", "5"])
     assert run_from_args(args) == EX_USAGE  # fewer than 10 frames is refused before any work
+
+
+def test_agent_threads_apply_to_the_agent_phase_alone(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = settings_from(parser.parse_args(["--work", str(tmp_path), "--agent-threads", "1"]))
+    assert (settings.threads, settings.agent_cpu_threads) == (2, 1)
+    assert BenchSettings(work=tmp_path).agent_cpu_threads == 2
+    with pytest.raises(ValueError, match="agent_threads"):
+        BenchSettings(work=tmp_path, agent_threads=0).check()
