@@ -96,8 +96,10 @@ def scrape(port: int) -> str:
 
 
 def inferences(text: str) -> float:
-    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                if s.name == "edgeagent_model_inferences_total" and s.labels == {"model": "colors"})
+    """The model's inference counter; 0 in a scrape taken before its first health document had the
+    model (a poll must see "not yet", not raise StopIteration)."""
+    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == "edgeagent_model_inferences_total" and s.labels == {"model": "colors"}), 0.0)
 
 
 def test_a_running_daemon_serves_every_documented_metric(tmp_path: Path, mqtt_broker: Broker,
